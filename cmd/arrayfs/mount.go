@@ -1,0 +1,299 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/syslog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	afs "github.com/arrayfs/arrayfs/fs"
+	"github.com/arrayfs/arrayfs/mountopts"
+	"github.com/arrayfs/arrayfs/store"
+)
+
+var mountCommand = &command{
+	usage: "arrayfs mount [-o OPTIONS] [--background] [--log FILE] DATASET MOUNTPOINT",
+	help: `
+Mounts the dataset directory DATASET at MOUNTPOINT and serves it until
+unmounted. Runs in the foreground unless --background is given, which
+returns once the mount is ready.
+
+SIGINT or SIGTERM writes back every pending write, unmounts and exits 0;
+so does an unmount from outside (arrayfs umount, umount, fusermount3 -u).
+
+  -o OPTIONS      comma list of mount options (may be repeated):
+                    ro, rw                 read-only or read-write (default rw)
+                    allow_other            let other users use the mount
+                    default_permissions    let the kernel check permissions
+                    pool_size=N            dirty units held before write-back (default 1000)
+                    pool_bytes=SIZE        dirty bytes held before write-back (default 64M)
+                    writeback=DURATION     periodic write-back (default 5s; 0 = only on
+                                           eviction, fsync, close and unmount)
+                    key_length=N           key length of docarray stores (default: detect)
+                    views=hidden|visible   list /.arrayfs in the root (default hidden)
+                    debug                  log every FUSE request
+  --background    detach once mounted (logs go to --log FILE, else syslog)
+  --log FILE      append log lines to FILE instead of stderr
+`,
+	run: runMount,
+}
+
+// readyEnv names the descriptor on which a --background child reports
+// that its mount is ready ("ok") or why it failed.
+const readyEnv = "ARRAYFS_READY_FD"
+
+func runMount(args []string) error {
+	m, err := parseMountArgs(args)
+	if err != nil {
+		return err
+	}
+	if len(m.positional) != 2 {
+		return usagef("needs DATASET and MOUNTPOINT")
+	}
+	dataset, mountpoint := m.positional[0], m.positional[1]
+	if err := preflight(dataset, mountpoint); err != nil {
+		return err
+	}
+	if m.background && os.Getenv(readyEnv) == "" {
+		return daemonize(m)
+	}
+	logger, err := openLog(m)
+	if err != nil {
+		return err
+	}
+	return serve(dataset, mountpoint, m.opts, logger, readyNotifier())
+}
+
+// preflight turns the common reasons a mount fails into one clear line
+// each, before anything is started.
+func preflight(dataset, mountpoint string) error {
+	if err := preflightDataset(dataset); err != nil {
+		return err
+	}
+	st, err := os.Stat(mountpoint)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("mount point %s: no such directory", mountpoint)
+	case errors.Is(err, syscall.ENOTCONN):
+		return fmt.Errorf("mount point %s: a FUSE file system whose process died is still mounted there; run 'fusermount3 -u %s' (or 'umount -l %s') first", mountpoint, mountpoint, mountpoint)
+	case err != nil:
+		return fmt.Errorf("mount point %s: %v", mountpoint, unwrapPathError(err))
+	case !st.IsDir():
+		return fmt.Errorf("mount point %s: not a directory", mountpoint)
+	}
+	if mi, ok := findMount(mountpoint); ok {
+		return fmt.Errorf("mount point %s: in use (a %s file system is mounted there); unmount it first", mountpoint, mi.fstype)
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("/dev/fuse is missing: this machine cannot serve FUSE file systems (load the fuse module, or give the container /dev/fuse)")
+	}
+	return nil
+}
+
+func preflightDataset(dataset string) error {
+	st, err := os.Stat(dataset)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("dataset %s: no such directory", dataset)
+	case err != nil:
+		return fmt.Errorf("dataset %s: %v", dataset, unwrapPathError(err))
+	case !st.IsDir():
+		return fmt.Errorf("dataset %s: not a directory", dataset)
+	}
+	return nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// daemonize starts this command again, detached, and returns once the
+// child reports that its mount is ready.
+func daemonize(m *mountArgs) error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := []string{"mount"}
+	for _, l := range m.lists {
+		args = append(args, "-o", l)
+	}
+	if m.logFile != "" {
+		args = append(args, "--log", m.logFile)
+	}
+	args = append(args, "--background", "--")
+	args = append(args, m.positional...)
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), readyEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	// The child must not hold the caller's stdout: a caller reading it
+	// to EOF would wait for the unmount.
+	cmd.Stdin, cmd.Stdout = nil, nil
+	if m.logFile == "" {
+		cmd.Stderr = os.Stderr // until it has mounted and switched to syslog
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return err
+	}
+	w.Close()
+	msg, _ := io.ReadAll(r)
+	if strings.TrimSpace(string(msg)) == "ok" {
+		cmd.Process.Release()
+		return nil
+	}
+	werr := cmd.Wait()
+	if len(msg) == 0 {
+		return fmt.Errorf("the background process exited before mounting (%v)", werr)
+	}
+	return errors.New(strings.TrimSpace(string(msg)))
+}
+
+// readyNotifier returns what serve calls once mounted, or with the error
+// that stopped it: a --background child writes it to its parent.
+func readyNotifier() func(error) {
+	fdStr := os.Getenv(readyEnv)
+	if fdStr == "" {
+		return func(error) {}
+	}
+	os.Unsetenv(readyEnv)
+	var fd int
+	fmt.Sscan(fdStr, &fd)
+	f := os.NewFile(uintptr(fd), "ready")
+	var once sync.Once
+	return func(err error) {
+		once.Do(func() {
+			if err == nil {
+				io.WriteString(f, "ok\n")
+			} else {
+				io.WriteString(f, err.Error()+"\n")
+			}
+			f.Close()
+		})
+	}
+}
+
+func openLog(m *mountArgs) (*log.Logger, error) {
+	flags := log.LstdFlags | log.Lmsgprefix
+	if m.logFile != "" {
+		f, err := os.OpenFile(m.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("log file: %v", err)
+		}
+		return log.New(f, "arrayfs: ", flags), nil
+	}
+	if os.Getenv(readyEnv) != "" {
+		if w, err := syslog.New(syslog.LOG_INFO|syslog.LOG_DAEMON, "arrayfs"); err == nil {
+			return log.New(w, "", 0), nil
+		}
+	}
+	return log.New(os.Stderr, "arrayfs: ", flags), nil
+}
+
+// serve mounts and serves until unmounted, then writes back everything.
+func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logger, ready func(error)) (err error) {
+	defer func() { ready(err) }()
+	ds, err := store.Open(dataset, store.Config{
+		PoolUnits: opts.PoolSize,
+		PoolBytes: opts.PoolBytes,
+		KeyLength: opts.KeyLength,
+		ReadOnly:  opts.ReadOnly,
+		Logf:      logger.Printf,
+	})
+	if err != nil {
+		return err
+	}
+	fsys, err := afs.New(ds, opts, logger.Printf)
+	if err != nil {
+		ds.Close()
+		return err
+	}
+	mo := fsys.MountOptions(mountpoint)
+	mo.Logger = logger
+	mo.MountOptions.Logger = logger
+	server, err := gofs.Mount(mountpoint, fsys.Root(), mo)
+	if err != nil {
+		ds.Close()
+		return mountError(mountpoint, err)
+	}
+	ds.Pool().StartTimer(opts.Writeback, func(err error) { logger.Printf("periodic write-back: %v", err) })
+	logger.Printf("mounted %s at %s (%s)", ds.Root(), mountpoint, opts)
+	ready(nil)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go unmountOnSignal(sigs, server, ds, mountpoint, logger)
+
+	server.Wait()
+	signal.Stop(sigs)
+	// An unmount from outside lands here with the pool still full.
+	if err := ds.Close(); err != nil {
+		logger.Printf("write-back at unmount: %v", err)
+		return &exitError{1}
+	}
+	logger.Printf("unmounted %s; everything written back", mountpoint)
+	return nil
+}
+
+// unmountOnSignal writes back and unmounts on SIGINT/SIGTERM. When the
+// mount is busy it detaches it (umount -l): processes still inside keep
+// working, and serve returns once the last of them lets go.
+func unmountOnSignal(sigs <-chan os.Signal, server *fuse.Server, ds *store.Dataset, mountpoint string, logger *log.Logger) {
+	for sig := range sigs {
+		logger.Printf("%v: writing back and unmounting %s", sig, mountpoint)
+		if err := ds.Sync(); err != nil {
+			logger.Printf("write-back: %v", err)
+		}
+		if err := server.Unmount(); err == nil {
+			return
+		} else {
+			logger.Printf("unmount: %v; detaching the mount instead (it goes away when the last user leaves)", err)
+		}
+		if err := lazyUnmount(mountpoint); err != nil {
+			logger.Printf("detach: %v", err)
+		}
+	}
+}
+
+func lazyUnmount(mountpoint string) error {
+	if err := syscall.Unmount(mountpoint, syscall.MNT_DETACH); err == nil {
+		return nil
+	}
+	out, err := exec.Command("fusermount3", "-u", "-z", mountpoint).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("fusermount3 -u -z: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// mountError explains why mounting failed.
+func mountError(mountpoint string, err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || strings.Contains(msg, "ermission denied") || strings.Contains(msg, "not permitted"):
+		return fmt.Errorf("not permitted to mount at %s: mount as root, or install fuse3 so that fusermount3 can mount for you (and 'user_allow_other' in /etc/fuse.conf for allow_other): %v", mountpoint, err)
+	case strings.Contains(msg, "executable file not found"):
+		return fmt.Errorf("cannot mount at %s: not root and no fusermount3 found; install fuse3", mountpoint)
+	}
+	return fmt.Errorf("mount at %s: %v", mountpoint, err)
+}

@@ -1,0 +1,308 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/arrayfs/arrayfs/store"
+)
+
+// dirNode is a directory of the dataset, passed through: its listing is
+// the backing directory's, less the names the store hides.
+type dirNode struct {
+	node
+}
+
+var (
+	_ gofs.NodeLookuper      = (*dirNode)(nil)
+	_ gofs.NodeReaddirer     = (*dirNode)(nil)
+	_ gofs.NodeGetattrer     = (*dirNode)(nil)
+	_ gofs.NodeSetattrer     = (*dirNode)(nil)
+	_ gofs.NodeMkdirer       = (*dirNode)(nil)
+	_ gofs.NodeRmdirer       = (*dirNode)(nil)
+	_ gofs.NodeCreater       = (*dirNode)(nil)
+	_ gofs.NodeUnlinker      = (*dirNode)(nil)
+	_ gofs.NodeRenamer       = (*dirNode)(nil)
+	_ gofs.NodeSymlinker     = (*dirNode)(nil)
+	_ gofs.NodeLinker        = (*dirNode)(nil)
+	_ gofs.NodeMknoder       = (*dirNode)(nil)
+	_ gofs.NodeFsyncer       = (*dirNode)(nil)
+	_ gofs.NodeStatfser      = (*dirNode)(nil)
+	_ gofs.NodeGetxattrer    = (*dirNode)(nil)
+	_ gofs.NodeSetxattrer    = (*dirNode)(nil)
+	_ gofs.NodeListxattrer   = (*dirNode)(nil)
+	_ gofs.NodeRemovexattrer = (*dirNode)(nil)
+)
+
+func (n *dirNode) isRoot() bool { return n.fsys.root == n }
+
+// hidden reports whether name is never shown in this directory.
+func (n *dirNode) hidden(name string) bool {
+	if n.isRoot() && name == reservedDir {
+		return true
+	}
+	return n.fsys.ds.Hidden(n.rel(), name)
+}
+
+func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if n.isRoot() && name == reservedDir {
+		return n.lookupReserved(ctx, out)
+	}
+	if n.hidden(name) {
+		return nil, syscall.ENOENT
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(n.child(name), &st); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	out.Attr.FromStat(&st)
+	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), 0
+}
+
+func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	f, err := os.Open(n.path())
+	if err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	entries := make([]fuse.DirEntry, 0, len(names)+1)
+	if n.isRoot() && n.fsys.opts.Views == viewsVisible {
+		entries = append(entries, fuse.DirEntry{Name: reservedDir, Mode: syscall.S_IFDIR, Ino: reservedIno})
+	}
+	dirRel := n.rel()
+	for _, name := range names {
+		if n.isRoot() && name == reservedDir {
+			continue
+		}
+		if n.fsys.ds.Hidden(dirRel, name) {
+			n.fsys.ds.Tidy(dirRel, name)
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Lstat(n.child(name), &st) != nil {
+			continue // gone since the listing
+		}
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: st.Mode, Ino: n.fsys.ino(&st)})
+	}
+	return gofs.NewListDirStream(entries), 0
+}
+
+func (n *dirNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	var st syscall.Stat_t
+	if err := syscall.Stat(n.path(), &st); err != nil {
+		return gofs.ToErrno(err)
+	}
+	out.FromStat(&st)
+	return 0
+}
+
+func (n *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fsys.readOnly() {
+		return syscall.EROFS
+	}
+	if errno := setattrPath(n.path(), in); errno != 0 {
+		return errno
+	}
+	return n.Getattr(ctx, f, out)
+}
+
+func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.checkNew(name); errno != 0 {
+		return nil, errno
+	}
+	p := n.child(name)
+	if err := syscall.Mkdir(p, mode); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return n.adopt(ctx, p, out, func() { syscall.Rmdir(p) })
+}
+
+func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if n.fsys.readOnly() {
+		return syscall.EROFS
+	}
+	if n.hidden(name) {
+		return syscall.ENOENT
+	}
+	return gofs.ToErrno(syscall.Rmdir(n.child(name)))
+}
+
+func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.checkNew(name); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	p := n.child(name)
+	fd, err := syscall.Open(p, int(flags&^syscall.O_APPEND)|syscall.O_CREAT|syscall.O_CLOEXEC, mode)
+	if err != nil {
+		return nil, nil, 0, gofs.ToErrno(err)
+	}
+	ch, errno := n.adopt(ctx, p, out, func() { syscall.Unlink(p) })
+	if errno != 0 {
+		syscall.Close(fd)
+		return nil, nil, 0, errno
+	}
+	return ch, gofs.NewLoopbackFile(fd), 0, 0
+}
+
+func (n *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.checkNew(name); errno != 0 {
+		return nil, errno
+	}
+	p := n.child(name)
+	if err := syscall.Mknod(p, mode, int(dev)); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return n.adopt(ctx, p, out, func() { syscall.Unlink(p) })
+}
+
+func (n *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.checkNew(name); errno != 0 {
+		return nil, errno
+	}
+	p := n.child(name)
+	if err := syscall.Symlink(target, p); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	return n.adopt(ctx, p, out, func() { syscall.Unlink(p) })
+}
+
+func (n *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.checkNew(name); errno != 0 {
+		return nil, errno
+	}
+	src, ok := target.(backed)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	p := n.child(name)
+	if err := syscall.Link(src.path(), p); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return nil, gofs.ToErrno(err)
+	}
+	out.Attr.FromStat(&st)
+	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), 0
+}
+
+func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if n.fsys.readOnly() {
+		return syscall.EROFS
+	}
+	if n.hidden(name) {
+		return syscall.ENOENT
+	}
+	if err := syscall.Unlink(n.child(name)); err != nil {
+		return gofs.ToErrno(err)
+	}
+	n.fsys.ds.Forget(n.childRel(name))
+	return 0
+}
+
+func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if n.fsys.readOnly() {
+		return syscall.EROFS
+	}
+	dst, ok := newParent.(*dirNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if n.hidden(name) || dst.hidden(newName) {
+		return syscall.ENOENT
+	}
+	from, to := n.childRel(name), dst.childRel(newName)
+	if err := n.fsys.ds.CheckRename(from, to, flags&unix.RENAME_EXCHANGE != 0); err != nil {
+		return n.fsys.errno(err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, n.child(name), unix.AT_FDCWD, dst.child(newName), uint(flags)); err != nil {
+		return gofs.ToErrno(err)
+	}
+	n.fsys.ds.Forget(from)
+	n.fsys.ds.Forget(to)
+	return 0
+}
+
+// Fsync of a directory writes back everything the pool holds, so that
+// `sync`-like tools and `arrayfs umount` can wait for durability, then
+// makes the directory's own entries durable.
+func (n *dirNode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) syscall.Errno {
+	if err := n.fsys.ds.Sync(); err != nil {
+		return n.fsys.errno(err)
+	}
+	if err := store.SyncDir(n.path()); err != nil {
+		return gofs.ToErrno(err)
+	}
+	return 0
+}
+
+func (n *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var s syscall.Statfs_t
+	if err := syscall.Statfs(n.path(), &s); err != nil {
+		return gofs.ToErrno(err)
+	}
+	out.FromStatfsT(&s)
+	return 0
+}
+
+func (n *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return getxattr(n.path(), attr, dest)
+}
+
+func (n *dirNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if n.fsys.readOnly() {
+		return syscall.EROFS
+	}
+	return gofs.ToErrno(unix.Lsetxattr(n.path(), attr, data, int(flags)))
+}
+
+func (n *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listxattr(n.path(), dest)
+}
+
+func (n *dirNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if n.fsys.readOnly() {
+		return syscall.EROFS
+	}
+	return gofs.ToErrno(unix.Lremovexattr(n.path(), attr))
+}
+
+// checkNew refuses to create name: on a read-only mount, and for names
+// the store keeps for itself.
+func (n *dirNode) checkNew(name string) syscall.Errno {
+	if n.fsys.readOnly() {
+		return syscall.EROFS
+	}
+	if n.hidden(name) {
+		return syscall.EPERM
+	}
+	return 0
+}
+
+// adopt gives a file just created at p to the calling user (when the
+// mount runs as root for others, as loopback file systems do) and makes
+// its node. undo removes the file if that fails.
+func (n *dirNode) adopt(ctx context.Context, p string, out *fuse.EntryOut, undo func()) (*gofs.Inode, syscall.Errno) {
+	if caller, ok := fuse.FromContext(ctx); ok && os.Geteuid() == 0 && (caller.Uid != 0 || caller.Gid != 0) {
+		if err := syscall.Lchown(p, int(caller.Uid), int(caller.Gid)); err != nil {
+			undo()
+			return nil, gofs.ToErrno(err)
+		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		undo()
+		return nil, gofs.ToErrno(err)
+	}
+	out.Attr.FromStat(&st)
+	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), 0
+}

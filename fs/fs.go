@@ -1,0 +1,148 @@
+// Package fs is the go-fuse node tree of arrayfs: one node type per kind
+// of file, each implementing just the operations it needs. It parses no
+// format: it asks the store what a name is and serves what it is told.
+package fs
+
+import (
+	"context"
+	"log"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/arrayfs/arrayfs/mountopts"
+	"github.com/arrayfs/arrayfs/store"
+)
+
+// FS is one mounted dataset.
+type FS struct {
+	ds      *store.Dataset
+	opts    mountopts.Options
+	rootDev uint64
+	root    *dirNode
+	logf    func(format string, args ...any)
+	started time.Time
+}
+
+// New builds the node tree for ds.
+func New(ds *store.Dataset, opts mountopts.Options, logf func(string, ...any)) (*FS, error) {
+	if logf == nil {
+		logf = log.Printf
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(ds.Root(), &st); err != nil {
+		return nil, err
+	}
+	f := &FS{ds: ds, opts: opts, rootDev: uint64(st.Dev), logf: logf, started: time.Now()}
+	f.root = &dirNode{node: node{fsys: f}}
+	return f, nil
+}
+
+// Root is the root node to mount.
+func (f *FS) Root() gofs.InodeEmbedder { return f.root }
+
+// Cache lifetimes. arrayfs is the only writer of the backing files while
+// mounted (it says so in the README), so the kernel may keep names and
+// attributes for a while; a change made behind its back shows up within
+// these times.
+const (
+	entryTimeout    = time.Second
+	attrTimeout     = time.Second
+	negativeTimeout = time.Second
+)
+
+// MountOptions are the go-fuse options for mounting f.
+func (f *FS) MountOptions(mountpoint string) *gofs.Options {
+	et, at, nt := entryTimeout, attrTimeout, negativeTimeout
+	o := &gofs.Options{
+		EntryTimeout:    &et,
+		AttrTimeout:     &at,
+		NegativeTimeout: &nt,
+		// Modes are shown as the backing files have them, 0000 included.
+		NullPermissions: true,
+		MountOptions: fuse.MountOptions{
+			FsName:      f.ds.Root(),
+			Name:        "arrayfs",
+			AllowOther:  f.opts.AllowOther,
+			Debug:       f.opts.Debug,
+			MaxWrite:    1 << 20,
+			DirectMount: true,
+			// O_TRUNC must reach Open so a whole-file replacement can be
+			// staged instead of truncating the backing file first.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+		},
+	}
+	if f.opts.DefaultPermissions {
+		o.MountOptions.Options = append(o.MountOptions.Options, "default_permissions")
+	}
+	if f.opts.ReadOnly {
+		o.MountOptions.Options = append(o.MountOptions.Options, "ro")
+	}
+	return o
+}
+
+// node is what every node type shares: the file system it belongs to.
+type node struct {
+	gofs.Inode
+	fsys *FS
+}
+
+// rel is the node's dataset-relative path.
+func (n *node) rel() string { return n.Path(n.fsys.root.EmbeddedInode()) }
+
+// path is the node's backing path.
+func (n *node) path() string { return n.fsys.ds.Path(n.rel()) }
+
+// child is the backing path of name in directory n.
+func (n *node) child(name string) string { return filepath.Join(n.path(), name) }
+
+// childRel is the dataset-relative path of name in directory n.
+func (n *node) childRel(name string) string { return filepath.Join(n.rel(), name) }
+
+// ino maps a backing file's identity to the inode number shown, as
+// go-fuse's loopback does: the backing number itself for files on the
+// dataset's own device, mixed with the device number otherwise.
+func (f *FS) ino(st *syscall.Stat_t) uint64 {
+	swap := func(d uint64) uint64 { return d<<32 | d>>32 }
+	return (swap(uint64(st.Dev)) ^ swap(f.rootDev)) ^ st.Ino
+}
+
+// stable is the go-fuse identity of a backing file.
+func (f *FS) stable(st *syscall.Stat_t) gofs.StableAttr {
+	return gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: f.ino(st)}
+}
+
+// newChild makes the node for a backing file of directory parent.
+func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, st *syscall.Stat_t) *gofs.Inode {
+	var ops gofs.InodeEmbedder
+	switch st.Mode & syscall.S_IFMT {
+	case syscall.S_IFDIR:
+		ops = &dirNode{node: node{fsys: f}}
+	case syscall.S_IFLNK:
+		ops = &linkNode{node: node{fsys: f}}
+	case syscall.S_IFREG:
+		ops = &fileNode{node: node{fsys: f}}
+	default:
+		ops = &specialNode{node: node{fsys: f}}
+	}
+	return parent.NewInode(ctx, ops, f.stable(st))
+}
+
+// errno turns an error into the errno to answer, logging refusals and
+// failures of the engine with their path and reason.
+func (f *FS) errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var se *store.Error
+	if asStoreError(err, &se) {
+		f.logf("%v", se)
+	}
+	return store.ErrnoOf(err)
+}
+
+// readOnly answers EROFS for changes on a read-only mount.
+func (f *FS) readOnly() bool { return f.opts.ReadOnly }

@@ -1,0 +1,253 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ArrayFile is one data file of a valid daf array (NAME.array, or one of
+// NAME.data/.indices/.indptr), served from its mapping. Its size is fixed
+// by the yaml: writes stay inside it, and a whole-file replacement must
+// have exactly that size.
+//
+// It is the pool Owner of its dirty chunks: writes pwrite the file (the
+// page cache the mapping shares) and mark the chunks they touch dirty;
+// writing a chunk back makes it durable.
+type ArrayFile struct {
+	ds   *Dataset
+	rel  string // dataset-relative path, for logs and errors
+	path string
+	size int64
+
+	backing atomic.Pointer[arrayBacking]
+	// refs and retired are guarded by ds.mu.
+	refs    int
+	retired bool
+	// replaceMu keeps writes off a backing file being replaced.
+	replaceMu sync.RWMutex
+}
+
+// arrayBacking is the open file and mapping of one version (inode) of an
+// array's data file. A replacement swaps in a new one; readers holding
+// views of the old mapping keep it alive until they release them.
+type arrayBacking struct {
+	file *os.File
+	m    *Mapping
+	dev  uint64
+	ino  uint64
+}
+
+// chunkSize is the granularity of dirty tracking: a pool unit is one
+// chunk of an array that has been written.
+const chunkSize = 64 << 10
+
+func (a *ArrayFile) String() string { return a.rel }
+
+// Size is the size the yaml gives the file.
+func (a *ArrayFile) Size() int64 { return a.size }
+
+// View returns the bytes [off, off+n) of the file, pinned; release it.
+func (a *ArrayFile) View(off int64, n int) View { return a.backing.Load().m.View(off, n) }
+
+// ReadAt copies bytes of the file (for callers that cannot hold a view).
+func (a *ArrayFile) ReadAt(p []byte, off int64) (int, error) {
+	return a.backing.Load().m.ReadAt(p, off)
+}
+
+// WriteAt writes in place. A write that would take the file past the
+// size its yaml gives it is refused with EFBIG and changes nothing.
+func (a *ArrayFile) WriteAt(p []byte, off int64) (int, error) {
+	if a.ds.cfg.ReadOnly {
+		return 0, refuse(a.rel, "write", syscall.EROFS, "read-only mount")
+	}
+	if off < 0 || off+int64(len(p)) > a.size {
+		return 0, refuse(a.rel, "write", syscall.EFBIG,
+			"refused: writing %d bytes at offset %d would make the file %d bytes, its yaml says %d",
+			len(p), off, off+int64(len(p)), a.size)
+	}
+	a.replaceMu.RLock()
+	defer a.replaceMu.RUnlock()
+	b := a.backing.Load()
+	n, err := b.file.WriteAt(p, off)
+	if err != nil {
+		return n, &Error{Path: a.rel, Op: "write", Reason: err.Error(), Errno: ErrnoOf(err)}
+	}
+	for c := off / chunkSize; c*chunkSize < off+int64(n); c++ {
+		start := c * chunkSize
+		u := &Unit{Owner: a, Key: fmt.Sprint(c), Size: min(chunkSize, a.size-start)}
+		if err := a.ds.pool.MarkDirty(u); err != nil {
+			// The bytes are written; the pool failed to evict something
+			// else. Report it now rather than at some later fsync.
+			return n, &Error{Path: a.rel, Op: "write", Reason: err.Error(), Errno: syscall.EIO}
+		}
+	}
+	return n, nil
+}
+
+// CheckTruncate refuses a truncate to any size but the yaml's.
+func (a *ArrayFile) CheckTruncate(size int64) error {
+	if size != a.size {
+		return refuse(a.rel, "truncate", syscall.EINVAL,
+			"refused: truncating to %d bytes, its yaml says %d", size, a.size)
+	}
+	return nil
+}
+
+// Sync writes back the file's dirty chunks (fsync).
+func (a *ArrayFile) Sync() error { return a.ds.pool.Flush(a) }
+
+// WriteBack makes the given chunks durable. One fdatasync covers them
+// all; it is also what makes blocks newly allocated in a sparse file
+// durable, which msync alone would not.
+func (a *ArrayFile) WriteBack(units []*Unit) error {
+	b := a.backing.Load()
+	if err := unix.Fdatasync(int(b.file.Fd())); err != nil {
+		return &Error{Path: a.rel, Op: "write-back", Reason: err.Error(), Errno: ErrnoOf(err)}
+	}
+	return nil
+}
+
+// Replace makes stage the new content of the file, atomically, if its
+// size is the yaml's; otherwise it refuses with EINVAL and the old
+// content stays. The stage is consumed either way.
+func (a *ArrayFile) Replace(stage *Stage) error {
+	size, err := stage.Size()
+	if err != nil {
+		stage.Abort()
+		return &Error{Path: a.rel, Op: "replace", Reason: err.Error(), Errno: syscall.EIO}
+	}
+	if size != a.size {
+		stage.Abort()
+		return refuse(a.rel, "replace", syscall.EINVAL,
+			"refused: new content is %d bytes, its yaml says %d; the old content is kept", size, a.size)
+	}
+	a.replaceMu.Lock()
+	defer a.replaceMu.Unlock()
+	// Chunks dirty in the old version belong to the file being replaced.
+	if err := a.ds.pool.Flush(a); err != nil {
+		stage.Abort()
+		return err
+	}
+	if err := stage.Commit(); err != nil {
+		return &Error{Path: a.rel, Op: "replace", Reason: err.Error(), Errno: ErrnoOf(err)}
+	}
+	nb, err := openArrayBacking(a.path, a.ds.cfg.ReadOnly)
+	if err != nil {
+		return &Error{Path: a.rel, Op: "replace", Reason: err.Error(), Errno: ErrnoOf(err)}
+	}
+	a.backing.Swap(nb).close()
+	return nil
+}
+
+func openArrayBacking(path string, readOnly bool) (*arrayBacking, error) {
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, err
+	}
+	m, err := OpenMapping(f, false)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &arrayBacking{file: f, m: m, dev: uint64(st.Dev), ino: st.Ino}, nil
+}
+
+func (b *arrayBacking) close() {
+	b.m.Close()
+	b.file.Close()
+}
+
+// close releases the backing file; dirty chunks must be written back first.
+func (a *ArrayFile) close() {
+	if b := a.backing.Swap(nil); b != nil {
+		b.close()
+	}
+}
+
+// arrayItem is what the daf rules say about a data file's name in its
+// directory: the array it belongs to and the size it must have, or the
+// problem that makes the array invalid.
+type arrayItem struct {
+	meta *ArrayMeta
+	size int64 // of the data file asked about
+}
+
+// validateArray checks the item a data file belongs to. It returns
+// (nil, nil) when the file is not part of any array (no yaml beside it,
+// or the extension is not one of the array's), and a Problem when the
+// item is an array that is corrupt or inconsistent.
+func validateArray(dir, name string) (*arrayItem, *Problem, error) {
+	base, ext, ok := SplitDafName(name)
+	if !ok {
+		return nil, nil, nil
+	}
+	yamlName := base + ExtYAML
+	data, err := os.ReadFile(filepath.Join(dir, yamlName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, &Problem{Path: yamlName, Reason: err.Error()}, nil
+	}
+	meta, err := ParseArrayMeta(data)
+	if err != nil {
+		return nil, &Problem{Path: yamlName, Reason: err.Error()}, nil
+	}
+	return checkArrayFiles(dir, base, meta, ext)
+}
+
+// checkArrayFiles checks that the array's data files are exactly those the
+// yaml describes, with the sizes it gives them.
+func checkArrayFiles(dir, base string, meta *ArrayMeta, ext string) (*arrayItem, *Problem, error) {
+	want := meta.DataFiles()
+	hasArray := fileExists(filepath.Join(dir, base+ExtArray))
+	hasData := fileExists(filepath.Join(dir, base+ExtData))
+	if hasArray && hasData {
+		return nil, &Problem{Path: base + ExtYAML, Reason: fmt.Sprintf(
+			"conflict: both %s and %s exist; remove the stale one", base+ExtArray, base+ExtData)}, nil
+	}
+	if _, ok := want[ext]; !ok {
+		kind := "dense"
+		if meta.Sparse {
+			kind = "sparse"
+		}
+		return nil, &Problem{Path: base + ext, Reason: fmt.Sprintf("%s is a %s array: %s is not one of its files", base+ExtYAML, kind, ext)}, nil
+	}
+	for e, size := range want {
+		st, err := os.Stat(filepath.Join(dir, base+e))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, &Problem{Path: base + ExtYAML, Reason: "missing data file " + base + e}, nil
+		case err != nil:
+			return nil, nil, err
+		case !st.Mode().IsRegular():
+			return nil, &Problem{Path: base + e, Reason: "not a regular file"}, nil
+		case st.Size() != size:
+			return nil, &Problem{Path: base + e, Reason: fmt.Sprintf(
+				"size mismatch: %d bytes, %s says %d", st.Size(), base+ExtYAML, size)}, nil
+		}
+	}
+	return &arrayItem{meta: meta, size: want[ext]}, nil, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}

@@ -1,0 +1,267 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+)
+
+// Config is what the engine needs from the mount options.
+type Config struct {
+	PoolUnits int
+	PoolBytes int64
+	// KeyLength is the docarray key length to use; 0 auto-detects.
+	KeyLength int
+	ReadOnly  bool
+	// Logf receives one line per problem or refused write; log.Printf if nil.
+	Logf func(format string, args ...any)
+}
+
+// A Dataset is an open dataset directory: the items recognised in it and
+// the write-back pool they share. Every byte arrayfs writes under the
+// directory goes through a Dataset.
+//
+// Items are recognised by their names each time they are opened, so a
+// directory can change what it holds while mounted (an array appears
+// when its yaml is copied in after its data file).
+type Dataset struct {
+	root string
+	cfg  Config
+	pool *Pool
+	rep  *reporter
+
+	mu     sync.Mutex
+	arrays map[string]*ArrayFile // by dataset-relative path
+}
+
+// Open opens the dataset directory root.
+func Open(root string, cfg Config) (*Dataset, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("dataset %s: %w", root, errors.Unwrap(err))
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("dataset %s: not a directory", root)
+	}
+	if cfg.PoolUnits <= 0 {
+		cfg.PoolUnits = 1000
+	}
+	if cfg.PoolBytes <= 0 {
+		cfg.PoolBytes = 64 << 20
+	}
+	return &Dataset{
+		root:   abs,
+		cfg:    cfg,
+		pool:   NewPool(cfg.PoolUnits, cfg.PoolBytes),
+		rep:    newReporter(cfg.Logf),
+		arrays: map[string]*ArrayFile{},
+	}, nil
+}
+
+// Root is the dataset directory's absolute path.
+func (d *Dataset) Root() string { return d.root }
+
+// Path is the backing path of a dataset-relative path.
+func (d *Dataset) Path(rel string) string { return filepath.Join(d.root, rel) }
+
+// Pool is the dataset's write-back pool.
+func (d *Dataset) Pool() *Pool { return d.pool }
+
+// ReadOnly reports whether the dataset was opened read-only.
+func (d *Dataset) ReadOnly() bool { return d.cfg.ReadOnly }
+
+// Logf logs one line the way the dataset reports problems.
+func (d *Dataset) Logf(format string, args ...any) { d.rep.logf(format, args...) }
+
+// Report logs a problem once per mount.
+func (d *Dataset) Report(p Problem) { d.rep.report(p) }
+
+// Class is what a regular file of the dataset is, for the file system:
+// a plain file, or a member of an item served by the engine. A Class
+// holds references to the items it names: Release it when done.
+type Class struct {
+	// Array is set when the file is a data file of a valid daf array.
+	Array *ArrayFile
+}
+
+// Release drops the references the Class holds.
+func (c Class) Release() {
+	if c.Array != nil {
+		c.Array.Release()
+	}
+}
+
+// Classify tells what the regular file at rel is. Problems with the item
+// it belongs to are logged (once) and the file is then plain.
+func (d *Dataset) Classify(rel string) (Class, error) {
+	a, err := d.arrayFile(rel)
+	if err != nil {
+		return Class{}, err
+	}
+	return Class{Array: a}, nil
+}
+
+// Hidden reports whether name in directory dirRel is arrayfs's or a
+// format's own bookkeeping that the mount never shows.
+func (d *Dataset) Hidden(dirRel, name string) bool {
+	return IsStageName(name)
+}
+
+// arrayFile returns the ArrayFile serving rel, referenced, when rel is a
+// data file of a valid daf array; nil otherwise.
+func (d *Dataset) arrayFile(rel string) (*ArrayFile, error) {
+	dirRel, name := filepath.Split(rel)
+	if _, _, ok := SplitDafName(name); !ok {
+		return nil, nil
+	}
+	item, problem, err := validateArray(d.Path(dirRel), name)
+	if err != nil {
+		return nil, err
+	}
+	if problem != nil {
+		problem.Path = filepath.Join(dirRel, problem.Path)
+		d.rep.report(Problem{Path: problem.Path, Reason: problem.Reason + "; served as plain files"})
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := d.arrays[rel]
+	if a != nil && (item == nil || a.size != item.size || !a.current()) {
+		d.retireArrayLocked(a)
+		a = nil
+	}
+	if item == nil {
+		return nil, nil
+	}
+	if a == nil {
+		a = &ArrayFile{ds: d, rel: rel, path: d.Path(rel), size: item.size}
+		b, err := openArrayBacking(a.path, d.cfg.ReadOnly)
+		if err != nil {
+			return nil, err
+		}
+		a.backing.Store(b)
+		d.arrays[rel] = a
+	}
+	a.refs++
+	return a, nil
+}
+
+// current reports whether the ArrayFile still serves the file at its path
+// (not replaced or removed behind it).
+func (a *ArrayFile) current() bool {
+	b := a.backing.Load()
+	var st syscall.Stat_t
+	if syscall.Stat(a.path, &st) != nil {
+		return false
+	}
+	return uint64(st.Dev) == b.dev && st.Ino == b.ino
+}
+
+// Release drops a reference taken by Classify. The last one of a retired
+// ArrayFile writes back what is left and closes it.
+func (a *ArrayFile) Release() {
+	d := a.ds
+	d.mu.Lock()
+	a.refs--
+	last := a.refs == 0 && a.retired
+	d.mu.Unlock()
+	if last {
+		a.finish()
+	}
+}
+
+// retireArrayLocked stops giving a out: the file at its path is no longer
+// the one it serves. Handles still open keep using it (POSIX: an open
+// file outlives its name) until they release it.
+func (d *Dataset) retireArrayLocked(a *ArrayFile) {
+	delete(d.arrays, a.rel)
+	a.retired = true
+	if a.refs == 0 {
+		// Write back without d.mu: other owners may be flushing.
+		go a.finish()
+	}
+}
+
+// finish writes back a's dirty chunks and closes its backing file.
+func (a *ArrayFile) finish() {
+	if err := a.ds.pool.Flush(a); err != nil {
+		a.ds.rep.logf("%s: write-back: %v", a.rel, err)
+	}
+	a.close()
+}
+
+// Forget tells the dataset that rel was removed or renamed away, so that
+// nothing new is served from the old file.
+func (d *Dataset) Forget(rel string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if a := d.arrays[rel]; a != nil {
+		d.retireArrayLocked(a)
+	}
+}
+
+// Sync writes back everything dirty (fsync of the root, unmount).
+func (d *Dataset) Sync() error { return d.pool.FlushAll() }
+
+// Close writes back everything and releases every backing file.
+func (d *Dataset) Close() error {
+	d.pool.Close()
+	err := d.pool.FlushAll()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, a := range d.arrays {
+		a.close()
+	}
+	d.arrays = map[string]*ArrayFile{}
+	return err
+}
+
+// Tidy removes name from directory dirRel when it is arrayfs's own
+// leftover: a staged file no live stage owns (a crash interrupted it).
+func (d *Dataset) Tidy(dirRel, name string) {
+	if !IsStageName(name) || d.cfg.ReadOnly {
+		return
+	}
+	p := filepath.Join(d.Path(dirRel), name)
+	if liveStages.has(p) {
+		return
+	}
+	if err := os.Remove(p); err == nil {
+		d.rep.logf("%s: removed a staged file left by an interrupted write", filepath.Join(dirRel, name))
+	}
+}
+
+// CheckRename refuses a rename that would leave a valid array with a
+// data file of the wrong size; with exchange both names are checked.
+func (d *Dataset) CheckRename(from, to string, exchange bool) error {
+	check := func(src, dst string) error {
+		cls, err := d.Classify(dst)
+		if err != nil || cls.Array == nil {
+			return err
+		}
+		defer cls.Release()
+		st, err := os.Stat(d.Path(src))
+		if err != nil {
+			return nil // the rename itself will fail
+		}
+		if st.Size() != cls.Array.Size() {
+			return refuse(dst, "rename", syscall.EINVAL,
+				"refused: %s is %d bytes, the yaml of %s says %d; the old content is kept",
+				src, st.Size(), dst, cls.Array.Size())
+		}
+		return nil
+	}
+	if err := check(from, to); err != nil {
+		return err
+	}
+	if exchange {
+		return check(to, from)
+	}
+	return nil
+}
