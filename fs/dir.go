@@ -202,11 +202,7 @@ func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if n.hidden(name) {
 		return syscall.ENOENT
 	}
-	if err := syscall.Unlink(n.child(name)); err != nil {
-		return gofs.ToErrno(err)
-	}
-	n.fsys.ds.Forget(n.childRel(name))
-	return 0
+	return n.fsys.errno(n.fsys.ds.Unlink(n.childRel(name)))
 }
 
 func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
@@ -220,16 +216,7 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if n.hidden(name) || dst.hidden(newName) {
 		return syscall.ENOENT
 	}
-	from, to := n.childRel(name), dst.childRel(newName)
-	if err := n.fsys.ds.CheckRename(from, to, flags&unix.RENAME_EXCHANGE != 0); err != nil {
-		return n.fsys.errno(err)
-	}
-	if err := unix.Renameat2(unix.AT_FDCWD, n.child(name), unix.AT_FDCWD, dst.child(newName), uint(flags)); err != nil {
-		return gofs.ToErrno(err)
-	}
-	n.fsys.ds.Forget(from)
-	n.fsys.ds.Forget(to)
-	return 0
+	return n.fsys.errno(n.fsys.ds.Rename(n.childRel(name), dst.childRel(newName), uint(flags)))
 }
 
 // Fsync of a directory writes back everything the pool holds, so that

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Config is what the engine needs from the mount options.
@@ -237,9 +239,33 @@ func (d *Dataset) Tidy(dirRel, name string) {
 	}
 }
 
-// CheckRename refuses a rename that would leave a valid array with a
-// data file of the wrong size; with exchange both names are checked.
-func (d *Dataset) CheckRename(from, to string, exchange bool) error {
+// Unlink removes the file rel.
+func (d *Dataset) Unlink(rel string) error {
+	if err := syscall.Unlink(d.Path(rel)); err != nil {
+		return err
+	}
+	d.Forget(rel)
+	return nil
+}
+
+// Rename renames the file or directory from to to; flags are renameat2's.
+// A rename that would give a valid array a data file of the wrong size is
+// refused with EINVAL.
+func (d *Dataset) Rename(from, to string, flags uint) error {
+	if err := d.checkRename(from, to, flags&unix.RENAME_EXCHANGE != 0); err != nil {
+		return err
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, d.Path(from), unix.AT_FDCWD, d.Path(to), flags); err != nil {
+		return err
+	}
+	d.Forget(from)
+	d.Forget(to)
+	return nil
+}
+
+// checkRename refuses a rename that would leave a valid array with a data
+// file of the wrong size; with exchange both names are checked.
+func (d *Dataset) checkRename(from, to string, exchange bool) error {
 	check := func(src, dst string) error {
 		cls, err := d.Classify(dst)
 		if err != nil || cls.Array == nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -213,6 +214,9 @@ func openLog(m *mountArgs) (*log.Logger, error) {
 // serve mounts and serves until unmounted, then writes back everything.
 func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logger, ready func(error)) (err error) {
 	defer func() { ready(err) }()
+	if abs, err := filepath.Abs(mountpoint); err == nil {
+		mountpoint = abs
+	}
 	ds, err := store.Open(dataset, store.Config{
 		PoolUnits: opts.PoolSize,
 		PoolBytes: opts.PoolBytes,
@@ -247,11 +251,13 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 	server.Wait()
 	signal.Stop(sigs)
 	// An unmount from outside lands here with the pool still full.
-	if err := ds.Close(); err != nil {
-		logger.Printf("write-back at unmount: %v", err)
+	err = ds.Close()
+	stats := ds.Pool().Stats()
+	if err != nil {
+		logger.Printf("write-back at unmount: %v (%d units still dirty)", err, stats.Units)
 		return &exitError{1}
 	}
-	logger.Printf("unmounted %s; everything written back", mountpoint)
+	logger.Printf("unmounted %s; everything written back (%d units written back while mounted)", mountpoint, stats.WriteBacks)
 	return nil
 }
 
