@@ -235,10 +235,10 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 	mo := fsys.MountOptions(mountpoint)
 	mo.Logger = logger
 	mo.MountOptions.Logger = logger
-	server, err := gofs.Mount(mountpoint, fsys.Root(), mo)
+	server, err := mountCapturingHelper(mountpoint, fsys, mo)
 	if err != nil {
 		ds.Close()
-		return mountError(mountpoint, err)
+		return err
 	}
 	ds.Pool().StartTimer(opts.Writeback, func(err error) { logger.Printf("periodic write-back: %v", err) })
 	logger.Printf("mounted %s at %s (%s)", ds.Root(), mountpoint, opts)
@@ -292,14 +292,47 @@ func lazyUnmount(mountpoint string) error {
 	return nil
 }
 
-// mountError explains why mounting failed.
-func mountError(mountpoint string, err error) error {
-	msg := err.Error()
-	switch {
-	case errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || strings.Contains(msg, "ermission denied") || strings.Contains(msg, "not permitted"):
-		return fmt.Errorf("not permitted to mount at %s: mount as root, or install fuse3 so that fusermount3 can mount for you (and 'user_allow_other' in /etc/fuse.conf for allow_other): %v", mountpoint, err)
-	case strings.Contains(msg, "executable file not found"):
-		return fmt.Errorf("cannot mount at %s: not root and no fusermount3 found; install fuse3", mountpoint)
+// mountCapturingHelper mounts. Where mount(2) is not permitted, go-fuse
+// runs fusermount3 with our stderr; its complaint is captured so that the
+// user gets one line that says what went wrong.
+func mountCapturingHelper(mountpoint string, fsys *afs.FS, mo *gofs.Options) (*fuse.Server, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
 	}
-	return fmt.Errorf("mount at %s: %v", mountpoint, err)
+	helperSaid := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		r.Close()
+		helperSaid <- strings.Join(strings.Fields(string(b)), " ")
+	}()
+	stderr := os.Stderr
+	os.Stderr = w
+	server, err := gofs.Mount(mountpoint, fsys.Root(), mo)
+	os.Stderr = stderr
+	w.Close()
+	said := <-helperSaid
+	if err != nil {
+		return nil, mountError(mountpoint, err, said)
+	}
+	if said != "" {
+		fmt.Fprintln(stderr, said)
+	}
+	return server, nil
+}
+
+// mountError explains why mounting failed, with what fusermount3 said.
+func mountError(mountpoint string, err error, helperSaid string) error {
+	msg := strings.TrimSpace(err.Error())
+	if helperSaid != "" {
+		msg = helperSaid
+	}
+	switch {
+	case strings.Contains(msg, "executable file not found"):
+		return fmt.Errorf("cannot mount at %s: not root, and fusermount3 is not installed (apt-get install fuse3)", mountpoint)
+	case errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || helperSaid != "" ||
+		strings.Contains(msg, "ermission denied") || strings.Contains(msg, "not permitted"):
+		return fmt.Errorf("not permitted to mount at %s: %s (mount as root, or as a user fusermount3 lets mount there)", mountpoint, msg)
+	}
+	return fmt.Errorf("mount at %s: %s", mountpoint, msg)
 }

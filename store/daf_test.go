@@ -1,0 +1,215 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// copyFixture copies a fixture directory into a temp dir.
+func copyFixture(t *testing.T, rel string) string {
+	t.Helper()
+	src := fixtureDir(t, rel)
+	dst := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+type logSink struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logSink) logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, sprintf(format, args...))
+}
+
+func (l *logSink) count(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.lines {
+		if strings.Contains(s, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+func openDataset(t *testing.T, dir string) (*Dataset, *logSink) {
+	t.Helper()
+	log := &logSink{}
+	d, err := Open(dir, Config{Logf: log.logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, log
+}
+
+func mustArray(t *testing.T, d *Dataset, rel string) *ArrayFile {
+	t.Helper()
+	cls, err := d.Classify(rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cls.Array == nil {
+		t.Fatalf("%s is not served as an array", rel)
+	}
+	t.Cleanup(cls.Release)
+	return cls.Array
+}
+
+func TestArrayFileServesMapping(t *testing.T) {
+	dir := copyFixture(t, "daf/arrays")
+	d, _ := openDataset(t, dir)
+	for _, rel := range []string{"cell,gene#X.array", "cell#i64.array", "cell#flag.array", "cell,gene#u8.array",
+		"cell,gene#sparse.data", "cell,gene#sparse.indices", "cell,gene#sparse.indptr"} {
+		a := mustArray(t, d, rel)
+		want, _ := os.ReadFile(filepath.Join(dir, rel))
+		if a.Size() != int64(len(want)) {
+			t.Fatalf("%s: size %d want %d", rel, a.Size(), len(want))
+		}
+		v := a.View(0, len(want)+100)
+		if !bytes.Equal(v.Bytes, want) {
+			t.Errorf("%s: view differs from the file", rel)
+		}
+		v.Release()
+	}
+	for _, rel := range []string{"cell,gene#X.yaml", "nothing.array"} {
+		cls, err := d.Classify(rel)
+		if err != nil || cls.Array != nil {
+			t.Errorf("%s classified as array (%v)", rel, err)
+		}
+	}
+}
+
+func TestArrayWritesInPlaceAndRefusesGrowth(t *testing.T) {
+	dir := copyFixture(t, "daf/arrays")
+	d, _ := openDataset(t, dir)
+	a := mustArray(t, d, "cell#i64.array")
+	if _, err := a.WriteAt([]byte{1, 2, 3, 4, 5, 6, 7, 8}, 8); err != nil {
+		t.Fatal(err)
+	}
+	if d.Pool().Stats().Units != 1 {
+		t.Fatalf("write did not reach the pool: %+v", d.Pool().Stats())
+	}
+	_, err := a.WriteAt([]byte{9, 9}, a.Size()-1)
+	if !errors.Is(err, syscall.EFBIG) || !strings.Contains(err.Error(), "cell#i64.array") {
+		t.Fatalf("oversize write: %v, want EFBIG naming the file", err)
+	}
+	if err := a.CheckTruncate(10); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("truncate: %v, want EINVAL", err)
+	}
+	if err := a.CheckTruncate(a.Size()); err != nil {
+		t.Fatalf("truncate to the same size: %v", err)
+	}
+	if err := a.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if d.Pool().Stats().Units != 0 {
+		t.Fatal("Sync left units")
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "cell#i64.array"))
+	if len(got) != 8000 || !bytes.Equal(got[8:16], []byte{1, 2, 3, 4, 5, 6, 7, 8}) {
+		t.Fatalf("file after write: %d bytes, %v", len(got), got[8:16])
+	}
+}
+
+func TestArrayReplace(t *testing.T) {
+	dir := copyFixture(t, "daf/arrays")
+	d, _ := openDataset(t, dir)
+	a := mustArray(t, d, "cell#flag.array")
+	path := filepath.Join(dir, "cell#flag.array")
+	old, _ := os.ReadFile(path)
+
+	short, err := NewStage(path, false, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short.File().Write([]byte{1, 1, 1})
+	if err := a.Replace(short); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("short replacement: %v, want EINVAL", err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, old) {
+		t.Fatal("refused replacement changed the file")
+	}
+	v := a.View(0, 1000) // a reader in the middle of the replacement
+
+	full, _ := NewStage(path, false, 0o644)
+	full.File().Write(bytes.Repeat([]byte{1}, 1000))
+	if err := a.Replace(full); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(v.Bytes, old) {
+		t.Fatal("a view taken before the replacement changed")
+	}
+	v.Release()
+	w := a.View(0, 1000)
+	defer w.Release()
+	if !bytes.Equal(w.Bytes, bytes.Repeat([]byte{1}, 1000)) {
+		t.Fatal("the array does not serve the new content")
+	}
+	names, _ := readDirNames(dir)
+	for _, n := range names {
+		if IsStageName(n) {
+			t.Fatalf("staged file %s left behind", n)
+		}
+	}
+}
+
+func TestArrayRecognisedWhenYamlArrives(t *testing.T) {
+	dir := t.TempDir()
+	d, _ := openDataset(t, dir)
+	os.WriteFile(filepath.Join(dir, "v.array"), make([]byte, 16), 0o644)
+	if cls, _ := d.Classify("v.array"); cls.Array != nil {
+		t.Fatal("array without yaml")
+	}
+	os.WriteFile(filepath.Join(dir, "v.yaml"), []byte("dtype: int32\nshape: [4]\nversion: [1, 0]\n"), 0o644)
+	a := mustArray(t, d, "v.array")
+	if a.Size() != 16 {
+		t.Fatal(a.Size())
+	}
+	// The yaml changes shape: the old ArrayFile is retired, the item is
+	// now inconsistent and plain.
+	os.WriteFile(filepath.Join(dir, "v.yaml"), []byte("dtype: int32\nshape: [5]\nversion: [1, 0]\n"), 0o644)
+	if cls, _ := d.Classify("v.array"); cls.Array != nil {
+		t.Fatal("size mismatch still served as an array")
+	}
+}
+
+func TestRenameRefusesWrongSizeOntoArray(t *testing.T) {
+	dir := copyFixture(t, "daf/arrays")
+	d, _ := openDataset(t, dir)
+	os.WriteFile(filepath.Join(dir, "tmp"), []byte("short"), 0o644)
+	err := d.Rename("tmp", "cell#flag.array", 0)
+	if !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("rename: %v, want EINVAL", err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "cell#flag.array")); st.Size() != 1000 {
+		t.Fatal("refused rename replaced the file")
+	}
+	os.WriteFile(filepath.Join(dir, "tmp"), make([]byte, 1000), 0o644)
+	if err := d.Rename("tmp", "cell#flag.array", 0); err != nil {
+		t.Fatal(err)
+	}
+}
