@@ -48,6 +48,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if err != nil {
 		return nil, 0, n.fsys.errno(err)
 	}
+	if cls.Dirdb != nil {
+		return n.openDirdb(ctx, cls.Dirdb, flags)
+	}
 	if a := cls.Array; a != nil {
 		if flags&syscall.O_TRUNC != 0 {
 			h, err := n.stageArray(a)
@@ -68,6 +71,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 }
 
 func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if errno, ok := n.getattrDirdb(f, out); ok {
+		return errno
+	}
 	var st syscall.Stat_t
 	if err := syscall.Lstat(n.path(), &st); err != nil {
 		return gofs.ToErrno(err)
@@ -86,6 +92,9 @@ func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Att
 func (n *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
+	}
+	if errno, ok := n.setattrDirdb(ctx, f, in, out); ok {
+		return errno
 	}
 	if size, ok := in.GetSize(); ok {
 		if errno := n.truncate(f, int64(size)); errno != 0 {
