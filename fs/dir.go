@@ -87,6 +87,9 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			n.fsys.ds.Tidy(dirRel, name)
 			continue
 		}
+		if n.fsys.ds.Unlisted(dirRel, name) {
+			continue
+		}
 		var st syscall.Stat_t
 		if syscall.Lstat(n.child(name), &st) != nil {
 			continue // gone since the listing

@@ -128,7 +128,15 @@ func (d *Dataset) Classify(rel string) (Class, error) {
 // Hidden reports whether name in directory dirRel is arrayfs's or a
 // format's own bookkeeping that the mount never shows.
 func (d *Dataset) Hidden(dirRel, name string) bool {
-	return IsStageName(name) || d.dirdbHidden(dirRel, name)
+	return IsStageName(name)
+}
+
+// Unlisted reports whether name is left out of listings of directory
+// dirRel though it can be reached by name: dirdb's lock files, which
+// backups must not copy but dirdb processes working through the mount
+// open.
+func (d *Dataset) Unlisted(dirRel, name string) bool {
+	return d.dirdbUnlisted(dirRel, name)
 }
 
 // arrayFile returns the ArrayFile serving rel, referenced, when rel is a

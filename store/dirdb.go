@@ -102,12 +102,16 @@ type DirdbStats struct {
 	Refused         int64 `json:"refused"`          // writes refused (a .json that is not JSON)
 	LockWaits       int64 `json:"lock_waits"`       // lock acquisitions that had to wait for another process
 	LockTimeouts    int64 `json:"lock_timeouts"`    // and gave up
-	DirListings     int64 `json:"dir_listings"`     // directories listed to tell whether they are databases
+	LockTaken       int64 `json:"lock_taken"`       // acquisitions of dirdb's lock
+	LockHeldMaxUS   int64 `json:"lock_held_max_us"` // longest time arrayfs held one, µs
+	LockHeldTotalUS int64 `json:"lock_held_total_us"`
+	DirListings     int64 `json:"dir_listings"` // directories listed to tell whether they are databases
 }
 
 type dirdbCounters struct {
 	snapMem, snapFile, snapCloned, snapReused, bytesCopied atomic.Int64
 	commits, refused, lockWaits, lockTimeouts, listings    atomic.Int64
+	lockTaken, lockHeldMax, lockHeldTotal                  atomic.Int64
 }
 
 // DirdbStats returns a snapshot of the dirdb counters.
@@ -118,6 +122,7 @@ func (d *Dataset) DirdbStats() DirdbStats {
 		SnapshotsCloned: c.snapCloned.Load(), SnapshotsReused: c.snapReused.Load(),
 		BytesCopied: c.bytesCopied.Load(), Commits: c.commits.Load(), Refused: c.refused.Load(),
 		LockWaits: c.lockWaits.Load(), LockTimeouts: c.lockTimeouts.Load(), DirListings: c.listings.Load(),
+		LockTaken: c.lockTaken.Load(), LockHeldMaxUS: c.lockHeldMax.Load(), LockHeldTotalUS: c.lockHeldTotal.Load(),
 	}
 }
 
@@ -222,8 +227,8 @@ func (d *Dataset) dirdbMemberOf(rel string) (entryRel string, m member, ok bool)
 	return filepath.Join(dirRel, base), m, true
 }
 
-// dirdbHidden hides dirdb's lock files in a database.
-func (d *Dataset) dirdbHidden(dirRel, name string) bool {
+// dirdbUnlisted leaves dirdb's lock files out of listings of a database.
+func (d *Dataset) dirdbUnlisted(dirRel, name string) bool {
 	_, ext, ok := splitDirdbName(name)
 	return ok && ext == DirdbLock && d.isDirdbDir(dirRel)
 }

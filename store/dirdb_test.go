@@ -94,7 +94,7 @@ func TestDirdbRecognition(t *testing.T) {
 	writeFile(t, filepath.Join(plain, "x.json"), "not json")
 	for _, c := range []struct {
 		dir, name string
-		hidden    bool
+		unlisted  bool
 	}{
 		{"db", "a.lock", true},
 		{"db", "gone.lock", true}, // dirdb leaves lock files of missing entries
@@ -104,8 +104,8 @@ func TestDirdbRecognition(t *testing.T) {
 		{"plain", "x.lock", false},
 		{"db", ".arrayfs-stage.a.pickle.123", true},
 	} {
-		if got := d.Hidden(c.dir, c.name); got != c.hidden {
-			t.Errorf("Hidden(%s, %s) = %v, want %v", c.dir, c.name, got, c.hidden)
+		if got := d.Hidden(c.dir, c.name) || d.Unlisted(c.dir, c.name); got != c.unlisted {
+			t.Errorf("%s/%s: unlisted %v, want %v", c.dir, c.name, got, c.unlisted)
 		}
 	}
 	for _, c := range []struct {
@@ -139,16 +139,16 @@ func TestDirdbDirCache(t *testing.T) {
 	d, db := newDirdb(t, Config{})
 	time.Sleep(40 * time.Millisecond)
 	for i := 0; i < 5; i++ {
-		if !d.Hidden("db", "a.lock") {
-			t.Fatal("a.lock not hidden")
+		if !d.Unlisted("db", "a.lock") {
+			t.Fatal("a.lock listed")
 		}
 	}
 	if n := d.DirdbStats().DirListings; n != 1 {
 		t.Errorf("%d listings for 5 lookups of an unchanged directory, want 1", n)
 	}
 	os.Remove(filepath.Join(db, "a.pickle"))
-	if d.Hidden("db", "a.lock") {
-		t.Error("a.lock hidden after the last pickle went: db is no database any more")
+	if d.Unlisted("db", "a.lock") {
+		t.Error("a.lock unlisted after the last pickle went: db is no database any more")
 	}
 }
 

@@ -26,8 +26,10 @@ const lockPollMax = 10 * time.Millisecond
 // *entryLock is a lock that could not be taken because the lock file
 // cannot be created (read-only directory); nobody can write there then.
 type entryLock struct {
-	f    *os.File
-	path string
+	f     *os.File
+	path  string
+	since time.Time
+	stats *dirdbCounters
 }
 
 // lockEntry takes the lock of the entry at entryRel (its path without
@@ -99,14 +101,24 @@ func (d *Dataset) lockEntry(ctx context.Context, entryRel, op string) (*entryLoc
 			f.Close()
 			continue
 		}
-		return &entryLock{f: f, path: path}, nil
+		d.dirdb.stats.lockTaken.Add(1)
+		return &entryLock{f: f, path: path, since: time.Now(), stats: &d.dirdb.stats}, nil
 	}
 }
 
 // release drops the lock (closing the file releases the flock).
 func (l *entryLock) release() {
-	if l != nil {
-		l.f.Close()
+	if l == nil {
+		return
+	}
+	l.f.Close()
+	held := time.Since(l.since).Microseconds()
+	l.stats.lockHeldTotal.Add(held)
+	for {
+		old := l.stats.lockHeldMax.Load()
+		if held <= old || l.stats.lockHeldMax.CompareAndSwap(old, held) {
+			break
+		}
 	}
 }
 
