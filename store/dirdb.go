@@ -274,7 +274,8 @@ func (d *Dataset) getEntry(entryRel string) *DirdbEntry {
 	}
 	e := dd.entries[entryRel]
 	if e == nil {
-		e = &DirdbEntry{ds: d, rel: entryRel}
+		e = &DirdbEntry{ds: d}
+		e.setRel(entryRel)
 		dd.entries[entryRel] = e
 	}
 	e.refs++
@@ -322,14 +323,9 @@ func (d *Dataset) DirdbStat(rel string) (st syscall.Stat_t, ok bool, err error) 
 		return st, false, nil
 	}
 	if e := d.peekEntry(entryRel); e != nil {
-		e.mu.Lock()
-		s := e.m[m].stage
-		if s != nil && s.dirty {
-			err = syscall.Fstat(int(s.s.File().Fd()), &st)
-			e.mu.Unlock()
-			return st, true, err
+		if st, ok := e.pendingStat(m, false); ok {
+			return st, true, nil
 		}
-		e.mu.Unlock()
 	}
 	err = syscall.Lstat(d.Path(rel), &st)
 	return st, true, err
@@ -341,33 +337,26 @@ func (d *Dataset) DirdbPending(dirRel string) map[string]syscall.Stat_t {
 	dirRel = cleanRel(dirRel)
 	dd := &d.dirdb
 	dd.mu.Lock()
-	var es []*DirdbEntry
+	es := map[string]*DirdbEntry{}
 	for rel, e := range dd.entries {
 		if filepath.Dir(rel) == dirRel {
-			es = append(es, e)
+			es[rel] = e
 		}
 	}
 	dd.mu.Unlock()
 	var out map[string]syscall.Stat_t
-	for _, e := range es {
-		e.mu.Lock()
+	for rel, e := range es {
 		for m := member(0); m < numMembers; m++ {
-			s := e.m[m].stage
-			if s == nil || !s.dirty {
+			st, ok := e.pendingStat(m, false)
+			var bst syscall.Stat_t
+			if !ok || syscall.Lstat(d.Path(rel+memberExt[m]), &bst) == nil {
 				continue
 			}
-			var st syscall.Stat_t
-			if syscall.Lstat(e.ds.Path(e.relOf(m)), &st) == nil {
-				continue
+			if out == nil {
+				out = map[string]syscall.Stat_t{}
 			}
-			if syscall.Fstat(int(s.s.File().Fd()), &st) == nil {
-				if out == nil {
-					out = map[string]syscall.Stat_t{}
-				}
-				out[filepath.Base(e.relOf(m))] = st
-			}
+			out[filepath.Base(rel+memberExt[m])] = st
 		}
-		e.mu.Unlock()
 	}
 	return out
 }

@@ -28,7 +28,7 @@ func (d *Dataset) dirdbUnlink(rel string) (handled bool, err error) {
 	defer e.release()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	pending := e.m[m].stage != nil && e.m[m].stage.dirty
+	pending := e.m[m].stage != nil && e.m[m].stage.dirty.Load()
 	lock, err := d.lockEntry(context.Background(), e.rel, "unlink")
 	if err != nil {
 		return true, err

@@ -389,10 +389,22 @@ func privateFile(dir string) (*os.File, error) {
 // copy; an unchanged file already snapshotted is not copied again.
 func (f *DirdbFile) Snapshot(ctx context.Context) (*Snapshot, error) {
 	e, d := f.e, f.e.ds
+	// The common case without the entry's mutex, which is held while
+	// something waits for dirdb's lock: an unchanged entry.
+	if _, pending := e.pendingStat(f.m, false); !pending {
+		rel := e.String() + memberExt[f.m]
+		var st syscall.Stat_t
+		if syscall.Stat(d.Path(rel), &st) == nil {
+			if s := d.dirdb.snaps.lookup(rel, sigOf(&st)); s != nil {
+				d.dirdb.stats.snapReused.Add(1)
+				return s, nil
+			}
+		}
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	rel := e.relOf(f.m)
-	if s := e.m[f.m].stage; s != nil && s.dirty {
+	if s := e.m[f.m].stage; s != nil && s.dirty.Load() {
 		// Our own newer version: the entry's mutex keeps our writers
 		// out during the copy, and no other process knows the stage.
 		var st syscall.Stat_t
