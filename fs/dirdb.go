@@ -187,6 +187,19 @@ func (n *fileNode) truncateDirdb(ctx context.Context, df *store.DirdbFile, w *st
 	return n.fsys.errno(err)
 }
 
+// pendingXattr runs an extended attribute call on the pending version of
+// a dirdb member being created or rewritten (what becomes the file);
+// ok is false when there is none.
+func (n *fileNode) pendingXattr(call func(fd int) (int, error)) (uint32, syscall.Errno, bool) {
+	var sz int
+	ok, err := n.fsys.ds.DirdbPendingFile(n.rel(), func(f *os.File) error {
+		var err error
+		sz, err = call(int(f.Fd()))
+		return err
+	})
+	return uint32(sz), gofs.ToErrno(err), ok
+}
+
 // setattrFile applies chmod, chown and utimes to an open file.
 func setattrFile(f *os.File, in *fuse.SetAttrIn) error {
 	fd := int(f.Fd())

@@ -129,6 +129,9 @@ func (n *fileNode) truncate(f gofs.FileHandle, size int64) syscall.Errno {
 }
 
 func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if sz, errno, ok := n.pendingXattr(func(fd int) (int, error) { return unix.Fgetxattr(fd, attr, dest) }); ok {
+		return sz, errno
+	}
 	return getxattr(n.path(), attr, dest)
 }
 
@@ -136,16 +139,25 @@ func (n *fileNode) Setxattr(ctx context.Context, attr string, data []byte, flags
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}
+	if _, errno, ok := n.pendingXattr(func(fd int) (int, error) { return 0, unix.Fsetxattr(fd, attr, data, int(flags)) }); ok {
+		return errno
+	}
 	return gofs.ToErrno(unix.Lsetxattr(n.path(), attr, data, int(flags)))
 }
 
 func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if sz, errno, ok := n.pendingXattr(func(fd int) (int, error) { return unix.Flistxattr(fd, dest) }); ok {
+		return sz, errno
+	}
 	return listxattr(n.path(), dest)
 }
 
 func (n *fileNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
+	}
+	if _, errno, ok := n.pendingXattr(func(fd int) (int, error) { return 0, unix.Fremovexattr(fd, attr) }); ok {
+		return errno
 	}
 	return gofs.ToErrno(unix.Lremovexattr(n.path(), attr))
 }

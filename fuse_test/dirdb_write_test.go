@@ -328,9 +328,24 @@ func TestDirdbWritesAreWhatDirdbReads(t *testing.T) {
 	mdb := m.Path("db")
 
 	pyRun(t, dirdbPyChanges, mdb)
+	// An overwrite keeps the entry's extended attributes (the new version
+	// is a new inode); cp -p of a new entry sets its time and ACL before
+	// the entry exists on disk.
+	run(t, "setfattr", "-n", "user.origin", "-v", "fixture", m.Backing("db/set-004.pickle"))
 	run(t, "cp", filepath.Join(src, "over.pickle"), filepath.Join(mdb, "set-004.pickle"))
-	run(t, "cp", filepath.Join(src, "cp-new.pickle"), filepath.Join(mdb, "cp-new.pickle"))
+	if out := run(t, "getfattr", "--absolute-names", "--only-values", "-n", "user.origin", m.Backing("db/set-004.pickle")); out != "fixture" {
+		t.Errorf("user.origin of set-004.pickle after an overwrite: %q", out)
+	}
+	old := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	os.Chtimes(filepath.Join(src, "cp-new.pickle"), old, old)
+	run(t, "cp", "-p", filepath.Join(src, "cp-new.pickle"), filepath.Join(mdb, "cp-new.pickle"))
+	if st, err := os.Stat(m.Backing("db/cp-new.pickle")); err != nil || !st.ModTime().Equal(old) {
+		t.Errorf("cp -p of a new entry: %v, mtime %v, want %v", err, st.ModTime(), old)
+	}
 	run(t, "rsync", "-a", filepath.Join(src, "rs")+"/", mdb+"/")
+	if again := run(t, "rsync", "-ai", filepath.Join(src, "rs")+"/", mdb+"/"); strings.TrimSpace(again) != "" {
+		t.Errorf("a second rsync into the mount copied:\n%s", again)
+	}
 
 	// The kernel may hold the names of the metadata that a rename or an
 	// unlink of the data moves along: it is told, not left to time out.

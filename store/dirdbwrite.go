@@ -5,9 +5,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // A DirdbEntry is one entry (NAME.pickle + NAME.json) of a database, as
@@ -121,6 +124,9 @@ func (e *DirdbEntry) ensureStageLocked(ctx context.Context, m member, keep bool,
 	if err != nil {
 		return nil, &Error{Path: rel, Op: "write", Reason: err.Error(), Errno: ErrnoOf(err)}
 	}
+	// The new version replaces the inode: it takes the file's extended
+	// attributes (ACLs included) as it takes its mode and owner.
+	copyXattrs(target, st.File())
 	e.setStageLocked(m, &dirdbStage{s: st})
 	e.holdStage(1)
 	return ms.stage, nil
@@ -256,6 +262,68 @@ func (e *DirdbEntry) WriteBack(units []*Unit) error {
 		}
 	}
 	return first
+}
+
+// stillPendingLocked returns the member's stage when a publication that
+// failed kept it (the lock could not be taken), with its size: it goes
+// back to the pool, whose write-back retries it, even if the pool had
+// let go of its unit while the stage was open for writing.
+func (e *DirdbEntry) stillPendingLocked(m member) (*dirdbStage, int64) {
+	s := e.m[m].stage
+	if s == nil || !s.dirty.Load() {
+		return nil, 0
+	}
+	fi, err := s.s.File().Stat()
+	if err != nil {
+		return nil, 0
+	}
+	s.unsynced = fi.Size()
+	return s, fi.Size()
+}
+
+// copyXattrs copies the extended attributes of src to dst, as far as
+// this process may set them.
+func copyXattrs(src string, dst *os.File) {
+	size, err := unix.Llistxattr(src, nil)
+	if err != nil || size == 0 {
+		return
+	}
+	buf := make([]byte, size)
+	size, err = unix.Llistxattr(src, buf)
+	if err != nil {
+		return
+	}
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
+		n, err := unix.Lgetxattr(src, name, nil)
+		if err != nil {
+			continue
+		}
+		val := make([]byte, n)
+		if n, err = unix.Lgetxattr(src, name, val); err == nil {
+			unix.Fsetxattr(int(dst.Fd()), name, val[:n], 0)
+		}
+	}
+}
+
+// DirdbPendingFile runs fn on the pending version of rel, a member
+// being created or rewritten, which is what becomes the file; handled
+// is false when rel has none (the backing file is the one to use).
+func (d *Dataset) DirdbPendingFile(rel string, fn func(*os.File) error) (handled bool, err error) {
+	entryRel, m, ok := d.dirdbMemberOf(rel)
+	if !ok {
+		return false, nil
+	}
+	e := d.peekEntry(entryRel)
+	if e == nil {
+		return false, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.m[m].stage
+	if s == nil || !s.dirty.Load() {
+		return false, nil
+	}
+	return true, fn(s.s.File())
 }
 
 // markDirty hands the stage's change to the pool.

@@ -33,13 +33,12 @@ func (f *DirdbFile) NewWriter(ctx context.Context, trunc, appendMode bool) (*Dir
 	}
 	s, err := w.truncateLocked(ctx, 0)
 	e.mu.Unlock()
-	if err == nil {
-		err = e.markDirty(f.m, s, 0)
-	}
 	if err != nil {
 		w.Release(ctx)
 		return nil, err
 	}
+	// An eviction error here is another owner's; it stays with it.
+	e.markDirty(f.m, s, 0)
 	return w, nil
 }
 
@@ -86,7 +85,7 @@ func (d *Dataset) DirdbCreate(ctx context.Context, rel string, flags int, mode u
 	}
 	e.mu.Unlock()
 	if err == nil && s != nil {
-		err = e.markDirty(f.m, s, 0)
+		e.markDirty(f.m, s, 0) // an eviction error is another owner's
 	}
 	if err != nil {
 		w.Release(ctx)
@@ -246,8 +245,24 @@ func (w *DirdbWriter) Flush(ctx context.Context) (published bool, err error) {
 		published = e.m[w.f.m].stage != nil && e.m[w.f.m].stage.dirty.Load()
 		err = e.commitLocked(ctx, w.f.m)
 	}
+	return w.afterPublish(published, err)
+}
+
+// afterPublish, with e.mu held (and released here), hands a version
+// whose publication failed back to the pool, or reports the entry's
+// write-back errors not reported before.
+func (w *DirdbWriter) afterPublish(published bool, err error) (bool, error) {
+	e := w.f.e
+	var retry *dirdbStage
+	var size int64
+	if err != nil {
+		retry, size = e.stillPendingLocked(w.f.m)
+	}
 	e.mu.Unlock()
 	if err != nil {
+		if retry != nil {
+			e.markDirty(w.f.m, retry, size)
+		}
 		return false, err
 	}
 	return published, e.ds.pool.Flush(e)
@@ -262,11 +277,7 @@ func (w *DirdbWriter) Sync(ctx context.Context) (published bool, err error) {
 		published = e.m[w.f.m].stage != nil && e.m[w.f.m].stage.dirty.Load()
 		err = e.commitLocked(ctx, w.f.m)
 	}
-	e.mu.Unlock()
-	if err != nil {
-		return false, err
-	}
-	return published, e.ds.pool.Flush(e)
+	return w.afterPublish(published, err)
 }
 
 // Release is the last close of the handle. What a close did not publish
@@ -278,7 +289,7 @@ func (w *DirdbWriter) Release(ctx context.Context) error {
 	if w.uncountLocked() && w.checkLocked("close") == nil {
 		err = e.commitLocked(ctx, w.f.m)
 	}
-	e.mu.Unlock()
+	_, err = w.afterPublish(false, err)
 	w.f.Release()
 	return err
 }
