@@ -49,8 +49,8 @@ func (d *Dataset) dirdbUnlink(rel string) (handled bool, err error) {
 		}
 		e.detachLocked(memberMeta)
 		lock.remove()
+		d.pool.Discard(e) // units of a detached member are skipped anyway
 	}
-	d.pool.Discard(e)
 	if err := SyncDir(e.dir()); err != nil {
 		return true, &Error{Path: rel, Op: "unlink", Reason: err.Error(), Errno: ErrnoOf(err)}
 	}
