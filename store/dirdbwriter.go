@@ -59,9 +59,9 @@ func (d *Dataset) DirdbCreate(ctx context.Context, rel string, flags int, mode u
 	e := f.e
 	e.mu.Lock()
 	ms := &e.m[f.m]
-	exists := syscall.Lstat(d.Path(rel), &st) == nil
-	pending := ms.stage != nil && ms.stage.dirty.Load()
-	if (exists || pending) && flags&syscall.O_EXCL != 0 {
+	// A version being created by another handle exists already.
+	exists := syscall.Lstat(d.Path(rel), &st) == nil || (ms.stage != nil && ms.stage.dirty.Load())
+	if exists && flags&syscall.O_EXCL != 0 {
 		e.mu.Unlock()
 		f.Release()
 		return nil, st, true, syscall.EEXIST
