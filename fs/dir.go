@@ -57,7 +57,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, syscall.ENOENT
 	}
 	var st syscall.Stat_t
-	if err := syscall.Lstat(n.child(name), &st); err != nil {
+	if err := syscall.Lstat(n.child(name), &st); err != nil && !n.pendingDirdb(name, &st) {
 		return nil, gofs.ToErrno(err)
 	}
 	out.Attr.FromStat(&st)
@@ -87,12 +87,16 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			n.fsys.ds.Tidy(dirRel, name)
 			continue
 		}
+		if n.fsys.ds.Unlisted(dirRel, name) {
+			continue
+		}
 		var st syscall.Stat_t
 		if syscall.Lstat(n.child(name), &st) != nil {
 			continue // gone since the listing
 		}
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: st.Mode, Ino: n.fsys.ino(&st)})
 	}
+	entries = n.appendPendingDirdb(entries)
 	return gofs.NewListDirStream(entries), 0
 }
 
@@ -133,12 +137,16 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if n.hidden(name) {
 		return syscall.ENOENT
 	}
+	n.fsys.ds.DirdbBeforeRmdir(n.childRel(name))
 	return gofs.ToErrno(syscall.Rmdir(n.child(name)))
 }
 
 func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	if errno := n.checkNew(name); errno != 0 {
 		return nil, nil, 0, errno
+	}
+	if ch, fh, fl, errno, ok := n.createDirdb(ctx, name, flags, mode, out); ok {
+		return ch, fh, fl, errno
 	}
 	p := n.child(name)
 	fd, err := syscall.Open(p, int(flags&^syscall.O_APPEND)|syscall.O_CREAT|syscall.O_CLOEXEC, mode)
@@ -202,7 +210,11 @@ func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if n.hidden(name) {
 		return syscall.ENOENT
 	}
-	return n.fsys.errno(n.fsys.ds.Unlink(n.childRel(name)))
+	errno := n.fsys.errno(n.fsys.ds.Unlink(n.childRel(name)))
+	if errno == 0 {
+		n.dirdbSiblingsChanged(name)
+	}
+	return errno
 }
 
 func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
@@ -216,7 +228,12 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if n.hidden(name) || dst.hidden(newName) {
 		return syscall.ENOENT
 	}
-	return n.fsys.errno(n.fsys.ds.Rename(n.childRel(name), dst.childRel(newName), uint(flags)))
+	errno := n.fsys.errno(n.fsys.ds.Rename(n.childRel(name), dst.childRel(newName), uint(flags)))
+	if errno == 0 {
+		n.dirdbSiblingsChanged(name)
+		dst.dirdbSiblingsChanged(newName)
+	}
+	return errno
 }
 
 // Fsync of a directory writes back everything the pool holds, so that

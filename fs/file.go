@@ -48,6 +48,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if err != nil {
 		return nil, 0, n.fsys.errno(err)
 	}
+	if cls.Dirdb != nil {
+		return n.openDirdb(ctx, cls.Dirdb, flags)
+	}
 	if a := cls.Array; a != nil {
 		if flags&syscall.O_TRUNC != 0 {
 			h, err := n.stageArray(a)
@@ -68,6 +71,9 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 }
 
 func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if errno, ok := n.getattrDirdb(f, out); ok {
+		return errno
+	}
 	var st syscall.Stat_t
 	if err := syscall.Lstat(n.path(), &st); err != nil {
 		return gofs.ToErrno(err)
@@ -86,6 +92,9 @@ func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Att
 func (n *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
+	}
+	if errno, ok := n.setattrDirdb(ctx, f, in, out); ok {
+		return errno
 	}
 	if size, ok := in.GetSize(); ok {
 		if errno := n.truncate(f, int64(size)); errno != 0 {
@@ -120,6 +129,9 @@ func (n *fileNode) truncate(f gofs.FileHandle, size int64) syscall.Errno {
 }
 
 func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if sz, errno, ok := n.pendingXattr(func(fd int) (int, error) { return unix.Fgetxattr(fd, attr, dest) }); ok {
+		return sz, errno
+	}
 	return getxattr(n.path(), attr, dest)
 }
 
@@ -127,16 +139,25 @@ func (n *fileNode) Setxattr(ctx context.Context, attr string, data []byte, flags
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}
+	if _, errno, ok := n.pendingXattr(func(fd int) (int, error) { return 0, unix.Fsetxattr(fd, attr, data, int(flags)) }); ok {
+		return errno
+	}
 	return gofs.ToErrno(unix.Lsetxattr(n.path(), attr, data, int(flags)))
 }
 
 func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if sz, errno, ok := n.pendingXattr(func(fd int) (int, error) { return unix.Flistxattr(fd, dest) }); ok {
+		return sz, errno
+	}
 	return listxattr(n.path(), dest)
 }
 
 func (n *fileNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
+	}
+	if _, errno, ok := n.pendingXattr(func(fd int) (int, error) { return 0, unix.Fremovexattr(fd, attr) }); ok {
+		return errno
 	}
 	return gofs.ToErrno(unix.Lremovexattr(n.path(), attr))
 }

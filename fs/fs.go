@@ -72,7 +72,8 @@ func (f *FS) MountOptions(mountpoint string) *gofs.Options {
 			DirectMount: true,
 			// O_TRUNC must reach Open so a whole-file replacement can be
 			// staged instead of truncating the backing file first.
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// DIRECT_IO files (dirdb entries) may still be mapped shared.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 		},
 	}
 	if f.opts.DefaultPermissions {

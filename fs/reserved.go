@@ -86,11 +86,12 @@ var (
 
 // Stats is the content of /.arrayfs/stats.json.
 type Stats struct {
-	PID        int             `json:"pid"`
-	Dataset    string          `json:"dataset"`
-	Options    string          `json:"options"`
-	UptimeSecs float64         `json:"uptime_seconds"`
-	Pool       store.PoolStats `json:"pool"`
+	PID        int              `json:"pid"`
+	Dataset    string           `json:"dataset"`
+	Options    string           `json:"options"`
+	UptimeSecs float64          `json:"uptime_seconds"`
+	Pool       store.PoolStats  `json:"pool"`
+	Dirdb      store.DirdbStats `json:"dirdb"`
 }
 
 func (n *statsNode) snapshot() []byte {
@@ -100,6 +101,7 @@ func (n *statsNode) snapshot() []byte {
 		Options:    n.fsys.opts.String(),
 		UptimeSecs: time.Since(n.fsys.started).Seconds(),
 		Pool:       n.fsys.ds.Pool().Stats(),
+		Dirdb:      n.fsys.ds.DirdbStats(),
 	}
 	b, _ := json.MarshalIndent(s, "", "  ")
 	return append(b, '\n')

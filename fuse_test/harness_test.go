@@ -86,11 +86,26 @@ type Mount struct {
 // returns the copy's path (fixtures are read-only ground truth).
 func fixture(t *testing.T, rel string) string {
 	t.Helper()
-	src := filepath.Join(repoRoot, "..", "shared", "fixtures", rel)
+	src := filepath.Join(fixturesDir(t), rel)
 	dst := filepath.Join(t.TempDir(), filepath.Base(rel))
 	run(t, "cp", "-r", src, dst)
 	run(t, "chmod", "-R", "u+w", dst)
 	return dst
+}
+
+// fixturesDir is ../shared/fixtures seen from the repository, or from
+// a directory above it (a git worktree may live a level deeper).
+func fixturesDir(t *testing.T) string {
+	t.Helper()
+	for dir := filepath.Dir(repoRoot); ; dir = filepath.Dir(dir) {
+		p := filepath.Join(dir, "shared", "fixtures")
+		if st, err := os.Stat(p); err == nil && st.IsDir() {
+			return p
+		}
+		if dir == filepath.Dir(dir) {
+			t.Fatalf("no shared/fixtures above %s", repoRoot)
+		}
+	}
 }
 
 // mount mounts dataset with the given -o options and returns once the

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,6 +19,9 @@ type Config struct {
 	// KeyLength is the docarray key length to use; 0 auto-detects.
 	KeyLength int
 	ReadOnly  bool
+	// LockTimeout bounds the wait for a dirdb entry's lock held by
+	// another process; 0 means DefaultLockTimeout.
+	LockTimeout time.Duration
 	// Logf receives one line per problem or refused write; log.Printf if nil.
 	Logf func(format string, args ...any)
 }
@@ -37,6 +41,8 @@ type Dataset struct {
 
 	mu     sync.Mutex
 	arrays map[string]*ArrayFile // by dataset-relative path
+
+	dirdb dirdbState
 }
 
 // Open opens the dataset directory root.
@@ -91,6 +97,9 @@ func (d *Dataset) Report(p Problem) { d.rep.report(p) }
 type Class struct {
 	// Array is set when the file is a data file of a valid daf array.
 	Array *ArrayFile
+	// Dirdb is set when the file is a member of a dirdb entry
+	// (NAME.pickle, or NAME.json in a database).
+	Dirdb *DirdbFile
 }
 
 // Release drops the references the Class holds.
@@ -98,11 +107,17 @@ func (c Class) Release() {
 	if c.Array != nil {
 		c.Array.Release()
 	}
+	if c.Dirdb != nil {
+		c.Dirdb.Release()
+	}
 }
 
 // Classify tells what the regular file at rel is. Problems with the item
 // it belongs to are logged (once) and the file is then plain.
 func (d *Dataset) Classify(rel string) (Class, error) {
+	if f, ok := d.dirdbFile(rel); ok {
+		return Class{Dirdb: f}, nil
+	}
 	a, err := d.arrayFile(rel)
 	if err != nil {
 		return Class{}, err
@@ -114,6 +129,14 @@ func (d *Dataset) Classify(rel string) (Class, error) {
 // format's own bookkeeping that the mount never shows.
 func (d *Dataset) Hidden(dirRel, name string) bool {
 	return IsStageName(name)
+}
+
+// Unlisted reports whether name is left out of listings of directory
+// dirRel though it can be reached by name: dirdb's lock files, which
+// backups must not copy but dirdb processes working through the mount
+// open.
+func (d *Dataset) Unlisted(dirRel, name string) bool {
+	return d.dirdbUnlisted(dirRel, name)
 }
 
 // arrayFile returns the ArrayFile serving rel, referenced, when rel is a
@@ -214,7 +237,11 @@ func (d *Dataset) Sync() error { return d.pool.FlushAll() }
 // Close writes back everything and releases every backing file.
 func (d *Dataset) Close() error {
 	d.pool.Close()
+	derr := d.dirdbClose()
 	err := d.pool.FlushAll()
+	if err == nil {
+		err = derr
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, a := range d.arrays {
@@ -241,6 +268,9 @@ func (d *Dataset) Tidy(dirRel, name string) {
 
 // Unlink removes the file rel.
 func (d *Dataset) Unlink(rel string) error {
+	if handled, err := d.dirdbUnlink(rel); handled {
+		return err
+	}
 	if err := syscall.Unlink(d.Path(rel)); err != nil {
 		return err
 	}
@@ -252,6 +282,9 @@ func (d *Dataset) Unlink(rel string) error {
 // A rename that would give a valid array a data file of the wrong size is
 // refused with EINVAL.
 func (d *Dataset) Rename(from, to string, flags uint) error {
+	if handled, err := d.dirdbRename(from, to, flags); handled {
+		return err
+	}
 	if err := d.checkRename(from, to, flags&unix.RENAME_EXCHANGE != 0); err != nil {
 		return err
 	}

@@ -54,6 +54,8 @@ Try, in another terminal:
   cat %[2]s/cell,gene#UMIs.yaml
   /usr/bin/python3 -c "import numpy as np; print(np.fromfile('%[2]s/cell,gene#UMIs.array', dtype='float32').reshape(200, 50)[:3, :5])"
   od -A d -t d8 %[2]s/cell#age.array | head -3
+  /usr/bin/python3 -c "import pickle; print(pickle.load(open('%[2]s/db/hello.pickle', 'rb')))"
+  cat %[2]s/db/hello.json
   rsync -a %[2]s/ /tmp/arrayfs-demo-copy/
   cat %[2]s/.arrayfs/stats.json
 
@@ -63,13 +65,14 @@ Ctrl-C (or 'arrayfs umount %[2]s') writes back and unmounts.
 }
 
 // writeDemoDataset writes a daf dataset: a dense matrix, vectors of
-// several types, a sparse matrix, axes and a few plain files.
+// several types, a sparse matrix, axes and a few plain files; and a
+// dirdb database, db/.
 func writeDemoDataset(dir string) error {
 	const cells, genes = 200, 50
 	files := map[string]string{
 		"__daf__.yaml": "version:\n- 1\n- 0\n",
 		"created.yaml": "2026-11-22 00:00:00\n",
-		"README.txt":   "A demo dataset of arrayfs: daf arrays (dense and sparse) and plain files.\n",
+		"README.txt":   "A demo dataset of arrayfs: daf arrays (dense and sparse), a dirdb database (db/) and plain files.\n",
 	}
 	cellAxis, geneAxis := "cell\n", "gene\n"
 	for i := 0; i < cells; i++ {
@@ -121,5 +124,30 @@ func writeDemoDataset(dir string) error {
 		}
 		binary.LittleEndian.PutUint32(indptr[4*(i+1):], uint32(nnz))
 	}
-	return store.WriteSparseArray(dir, "cell,gene#sparse", cells, genes, "float32", "int32", data, indices, indptr)
+	if err := store.WriteSparseArray(dir, "cell,gene#sparse", cells, genes, "float32", "int32", data, indices, indptr); err != nil {
+		return err
+	}
+	return writeDemoDirdb(filepath.Join(dir, "db"))
+}
+
+// writeDemoDirdb writes a dirdb database with one entry, as dirdb
+// writes it: the pickle (the bytes Python's pickle.dumps gives for
+// {'greeting': 'hello', 'values': [1, 2, 3]} with protocol 4), its
+// metadata as json.dump writes it, and the empty lock file dirdb leaves.
+func writeDemoDirdb(db string) error {
+	if err := os.Mkdir(db, 0o755); err != nil {
+		return err
+	}
+	files := map[string]string{
+		"hello.pickle": "\x80\x04\x95+\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\x08greeting\x94\x8c\x05hello\x94" +
+			"\x8c\x06values\x94]\x94(K\x01K\x02K\x03eu.",
+		"hello.json": `{"source": "arrayfs demo", "n": 3}`,
+		"hello.lock": "",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(db, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }

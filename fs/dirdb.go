@@ -1,0 +1,331 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/arrayfs/arrayfs/store"
+)
+
+// dirdb entries (store/dirdb.go) change behind the mount's back: Python
+// processes rewrite them in place. So their files are opened with
+// DIRECT_IO and without KEEP_CACHE: every read of a handle is served
+// from that handle's snapshot, a version copied under dirdb's lock at
+// open, and never from page cache filled by another open of another
+// version (the page cache is per inode, not per handle: mixing two
+// versions in it is exactly a torn read). DIRECT_IO also frees reads
+// from the kernel's idea of the size, which a Python rewrite changes.
+// Shared mappings still work (CAP_DIRECT_IO_ALLOW_MMAP, fs.go).
+
+// openDirdb opens a member of a dirdb entry; it owns f's reference.
+func (n *fileNode) openDirdb(ctx context.Context, f *store.DirdbFile, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	defer f.Release()
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR) == 0 && flags&syscall.O_TRUNC == 0 {
+		snap, err := f.Snapshot(ctx)
+		if err != nil {
+			return nil, 0, n.fsys.errno(err)
+		}
+		return &dirdbReadHandle{snap: snap}, fuse.FOPEN_DIRECT_IO, 0
+	}
+	w, err := f.NewWriter(ctx, flags&syscall.O_TRUNC != 0, flags&syscall.O_APPEND != 0)
+	if err != nil {
+		return nil, 0, n.fsys.errno(err)
+	}
+	return &dirdbWriteHandle{fsys: n.fsys, node: n, w: w}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// createDirdb creates NAME.pickle (or NAME.json in a database): staged,
+// it appears on disk when first published. ok is false for other names.
+func (n *dirNode) createDirdb(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno, bool) {
+	uid, gid := -1, -1
+	if caller, ok := fuse.FromContext(ctx); ok && os.Geteuid() == 0 && (caller.Uid != 0 || caller.Gid != 0) {
+		uid, gid = int(caller.Uid), int(caller.Gid)
+	}
+	w, st, ok, err := n.fsys.ds.DirdbCreate(ctx, n.childRel(name), int(flags), mode, uid, gid)
+	if !ok {
+		return nil, nil, 0, 0, false
+	}
+	if err != nil {
+		return nil, nil, 0, n.fsys.errno(err), true
+	}
+	out.Attr.FromStat(&st)
+	out.Attr.Ino = n.fsys.ino(&st)
+	fn := &fileNode{node: node{fsys: n.fsys}}
+	ch := n.NewInode(ctx, fn, n.fsys.stable(&st))
+	return ch, &dirdbWriteHandle{fsys: n.fsys, node: fn, w: w}, fuse.FOPEN_DIRECT_IO, 0, true
+}
+
+// pendingDirdb fills st for name when it is a member being created (not
+// on disk yet); Lookup shows it.
+func (n *dirNode) pendingDirdb(name string, st *syscall.Stat_t) bool {
+	s, ok, err := n.fsys.ds.DirdbStat(n.childRel(name))
+	if !ok || err != nil {
+		return false
+	}
+	*st = s
+	return true
+}
+
+// appendPendingDirdb adds the members being created to a listing.
+func (n *dirNode) appendPendingDirdb(entries []fuse.DirEntry) []fuse.DirEntry {
+	for name, st := range n.fsys.ds.DirdbPending(n.rel()) {
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: st.Mode, Ino: n.fsys.ino(&st)})
+	}
+	return entries
+}
+
+// dirdbSiblingsChanged tells the kernel that an unlink or rename of name
+// (NAME.pickle) also removed or moved NAME.json. Asynchronous: the
+// kernel holds the directory's lock until the operation returns.
+func (n *dirNode) dirdbSiblingsChanged(name string) {
+	if meta, ok := store.DirdbMetaName(name); ok {
+		go n.NotifyEntry(meta)
+	}
+}
+
+// getattrDirdb answers GETATTR for a dirdb member: through a handle, the
+// version that handle sees; else the pending version or the backing
+// file. The inode number is the node's: a publication replaces the
+// backing file (a new inode) and the kernel is told to look it up again.
+func (n *fileNode) getattrDirdb(f gofs.FileHandle, out *fuse.AttrOut) (syscall.Errno, bool) {
+	var st syscall.Stat_t
+	var err error
+	switch h := f.(type) {
+	case *dirdbReadHandle:
+		st = h.snap.Stat()
+	case *dirdbWriteHandle:
+		st, err = h.w.Stat()
+	default:
+		var ok bool
+		st, ok, err = n.fsys.ds.DirdbStat(n.rel())
+		if !ok {
+			return 0, false
+		}
+	}
+	if err != nil {
+		return gofs.ToErrno(err), true
+	}
+	out.FromStat(&st)
+	out.Ino = 0
+	return 0, true
+}
+
+// setattrDirdb applies a SETATTR to a dirdb member: a size change is a
+// write (staged, and published at once when made by path), other
+// attributes go to the pending version if there is one, else to the
+// backing file.
+func (n *fileNode) setattrDirdb(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) (syscall.Errno, bool) {
+	var df *store.DirdbFile
+	var w *store.DirdbWriter
+	switch h := f.(type) {
+	case *dirdbWriteHandle:
+		w = h.w
+		df = w.File()
+	}
+	if df == nil {
+		cls, err := n.fsys.ds.Classify(n.rel())
+		if err != nil {
+			return n.fsys.errno(err), true
+		}
+		if cls.Dirdb == nil {
+			cls.Release()
+			return 0, false
+		}
+		df = cls.Dirdb
+		defer df.Release()
+	}
+	if size, ok := in.GetSize(); ok {
+		if errno := n.truncateDirdb(ctx, df, w, int64(size)); errno != 0 {
+			return errno, true
+		}
+	}
+	_, hasMode := in.GetMode()
+	_, hasUID := in.GetUID()
+	_, hasGID := in.GetGID()
+	_, hasM := in.GetMTime()
+	_, hasA := in.GetATime()
+	if hasMode || hasUID || hasGID || hasM || hasA {
+		staged, err := df.SetattrStaged(func(file *os.File) error { return setattrFile(file, in) })
+		if err != nil {
+			return gofs.ToErrno(err), true
+		}
+		if !staged {
+			if errno := setattrPath(n.fsys.ds.Path(df.Rel()), in); errno != 0 {
+				return errno, true
+			}
+		}
+	}
+	errno, _ := n.getattrDirdb(f, out)
+	return errno, true
+}
+
+func (n *fileNode) truncateDirdb(ctx context.Context, df *store.DirdbFile, w *store.DirdbWriter, size int64) syscall.Errno {
+	if w != nil {
+		return n.fsys.errno(w.Truncate(ctx, size))
+	}
+	// truncate(2) by path: a whole write of its own, published now.
+	tw, err := df.NewWriter(ctx, false, false)
+	if err != nil {
+		return n.fsys.errno(err)
+	}
+	err = tw.Truncate(ctx, size)
+	if err == nil {
+		_, err = tw.Flush(ctx)
+	}
+	if rerr := tw.Release(ctx); err == nil {
+		err = rerr
+	}
+	if err == nil {
+		n.replaced()
+	}
+	return n.fsys.errno(err)
+}
+
+// pendingXattr runs an extended attribute call on the pending version of
+// a dirdb member being created or rewritten (what becomes the file);
+// ok is false when there is none.
+func (n *fileNode) pendingXattr(call func(fd int) (int, error)) (uint32, syscall.Errno, bool) {
+	var sz int
+	ok, err := n.fsys.ds.DirdbPendingFile(n.rel(), func(f *os.File) error {
+		var err error
+		sz, err = call(int(f.Fd()))
+		return err
+	})
+	return uint32(sz), gofs.ToErrno(err), ok
+}
+
+// setattrFile applies chmod, chown and utimes to an open file.
+func setattrFile(f *os.File, in *fuse.SetAttrIn) error {
+	fd := int(f.Fd())
+	if m, ok := in.GetMode(); ok {
+		if err := syscall.Fchmod(fd, m&07777); err != nil {
+			return err
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		suid, sgid := -1, -1
+		if uok {
+			suid = int(uid)
+		}
+		if gok {
+			sgid = int(gid)
+		}
+		if err := syscall.Fchown(fd, suid, sgid); err != nil {
+			return err
+		}
+	}
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if mok || aok {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if aok {
+			ts[0] = unix.NsecToTimespec(atime.UnixNano())
+		}
+		if mok {
+			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+		}
+		// The stage may have no name of its own by then; its
+		// descriptor's /proc link reaches it whatever its name.
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), ts, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replaced tells the kernel that the backing file of n was replaced
+// (a publication renames a new inode over it), so that the next lookup
+// shows the new inode. Asynchronous, as the kernel may hold locks of the
+// directory while the current operation runs.
+func (n *fileNode) replaced() {
+	if name, parent := n.Parent(); parent != nil {
+		go parent.NotifyEntry(name)
+	}
+}
+
+// dirdbReadHandle is a member opened for reading: its snapshot.
+type dirdbReadHandle struct {
+	snap *store.Snapshot
+}
+
+var (
+	_ gofs.FileReader   = (*dirdbReadHandle)(nil)
+	_ gofs.FileReleaser = (*dirdbReadHandle)(nil)
+)
+
+func (h *dirdbReadHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return viewResult{h.snap.View(off, len(dest))}, 0
+}
+
+func (h *dirdbReadHandle) Release(ctx context.Context) syscall.Errno {
+	h.snap.Release()
+	return 0
+}
+
+// dirdbWriteHandle is a member opened for writing: reads and writes go
+// to its pending version, published at the close of its last writer or
+// at fsync.
+type dirdbWriteHandle struct {
+	fsys *FS
+	node *fileNode
+	w    *store.DirdbWriter
+}
+
+var (
+	_ gofs.FileReader   = (*dirdbWriteHandle)(nil)
+	_ gofs.FileWriter   = (*dirdbWriteHandle)(nil)
+	_ gofs.FileFlusher  = (*dirdbWriteHandle)(nil)
+	_ gofs.FileFsyncer  = (*dirdbWriteHandle)(nil)
+	_ gofs.FileReleaser = (*dirdbWriteHandle)(nil)
+)
+
+func (h *dirdbWriteHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.w.ReadAt(ctx, dest, off)
+	if err != nil {
+		return nil, h.fsys.errno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *dirdbWriteHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := h.w.WriteAt(ctx, data, off)
+	return uint32(n), h.fsys.errno(err)
+}
+
+// Flush is close(2): the last writer's close publishes.
+func (h *dirdbWriteHandle) Flush(ctx context.Context) syscall.Errno {
+	published, err := h.w.Flush(ctx)
+	return h.after(published, err)
+}
+
+func (h *dirdbWriteHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	published, err := h.w.Sync(ctx)
+	return h.after(published, err)
+}
+
+func (h *dirdbWriteHandle) after(published bool, err error) syscall.Errno {
+	if published {
+		h.node.replaced()
+	}
+	if err != nil {
+		// The kernel's attributes follow the refused writes; the
+		// file is as it was.
+		go h.node.NotifyContent(0, 0)
+	}
+	return h.fsys.errno(err)
+}
+
+func (h *dirdbWriteHandle) Release(ctx context.Context) syscall.Errno {
+	if err := h.w.Release(ctx); err != nil {
+		h.fsys.errno(err)
+	}
+	return 0
+}

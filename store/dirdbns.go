@@ -1,0 +1,387 @@
+package store
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// dirdbUnlink deletes a member: unlinking NAME.pickle deletes the entry
+// (NAME.pickle, NAME.json and NAME.lock), unlinking NAME.json its
+// metadata. Done under the entry's lock; the lock file is removed last,
+// while held. handled is false when rel is not a dirdb member.
+func (d *Dataset) dirdbUnlink(rel string) (handled bool, err error) {
+	entryRel, m, ok := d.dirdbMemberOf(rel)
+	if !ok {
+		return false, nil
+	}
+	var st syscall.Stat_t
+	if syscall.Lstat(d.Path(rel), &st) == nil && st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return false, nil // a directory or link with an entry's name
+	}
+	e := d.getEntry(entryRel)
+	defer e.release()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	pending := e.m[m].stage != nil && e.m[m].stage.dirty.Load()
+	lock, err := d.lockEntry(context.Background(), e.rel, "unlink")
+	if err != nil {
+		return true, err
+	}
+	defer lock.release()
+	err = syscall.Unlink(d.Path(rel))
+	if err == syscall.ENOENT && pending {
+		err = nil // it was being created: dropping the stage deletes it
+	}
+	if err != nil {
+		return true, &Error{Path: rel, Op: "unlink", Reason: err.Error(), Errno: ErrnoOf(err)}
+	}
+	e.detachLocked(m)
+	if m == memberData {
+		meta := e.relOf(memberMeta)
+		if err := syscall.Unlink(d.Path(meta)); err != nil && err != syscall.ENOENT {
+			return true, &Error{Path: meta, Op: "unlink", Reason: err.Error() + " (its entry's data file is deleted)", Errno: ErrnoOf(err)}
+		}
+		e.detachLocked(memberMeta)
+		lock.remove()
+		d.pool.Discard(e) // units of a detached member are skipped anyway
+	}
+	if err := SyncDir(e.dir()); err != nil {
+		return true, &Error{Path: rel, Op: "unlink", Reason: err.Error(), Errno: ErrnoOf(err)}
+	}
+	return true, nil
+}
+
+// dirdbRename renames when either name is a dirdb member, or when a
+// directory holding entries that something holds is renamed; handled is
+// false otherwise. Every case holds the locks of the entries involved
+// and publishes their pending versions first, so that the rename moves
+// what was written.
+//
+//   - A.pickle → B.pickle renames the entry: the data, and the metadata
+//     with it (A.json → B.json, or B.json removed when A has none);
+//     A's lock file goes. Open handles of A follow it.
+//   - X → B.pickle (rsync's temp file .B.pickle.XXXXXX): X replaces B's
+//     data, atomically, after an fsync of X.
+//   - X → B.json: the same, if X holds valid JSON (else EINVAL).
+//   - A.pickle or A.json → a name that is no member: the file leaves
+//     the database, under the lock.
+func (d *Dataset) dirdbRename(from, to string, flags uint) (handled bool, err error) {
+	var fst syscall.Stat_t
+	fromErr := syscall.Lstat(d.Path(from), &fst)
+	if fromErr == nil && fst.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		return d.dirdbRenameDir(from, to, flags)
+	}
+	fEntry, fm, fok := d.dirdbMemberOf(from)
+	tEntry, tm, tok := d.dirdbMemberOf(to)
+	if !fok && !tok {
+		return false, nil
+	}
+	if fromErr == nil && fst.Mode&syscall.S_IFMT != syscall.S_IFREG && !fok {
+		return false, nil // a link or special file renamed onto an entry's name: passed through
+	}
+	ctx := context.Background()
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+
+	var ef, et *DirdbEntry
+	if fok {
+		ef = d.getEntry(fEntry)
+		defer ef.release()
+	}
+	if tok {
+		et = d.getEntry(tEntry)
+		defer et.release()
+	}
+	unlock := lockEntryMutexes(ef, et)
+	defer unlock()
+
+	// What was written through the mount goes with the rename.
+	if ef != nil {
+		if err := ef.commitLocked(ctx, fm); err != nil {
+			return true, err
+		}
+		if fm == memberData && tok && tm == memberData {
+			if err := ef.commitLocked(ctx, memberMeta); err != nil {
+				return true, err
+			}
+		}
+	}
+	if et != nil && exchange {
+		if err := et.commitLocked(ctx, tm); err != nil {
+			return true, err
+		}
+	}
+	if tok && tm == memberMeta {
+		if err := d.checkJSONFile(from, to); err != nil {
+			return true, err
+		}
+	}
+	// The data must be durable before a name points at it: rsync does
+	// not fsync its temp file.
+	if fromErr == nil && fst.Mode&syscall.S_IFMT == syscall.S_IFREG {
+		if err := fsyncPath(d.Path(from)); err != nil {
+			return true, &Error{Path: from, Op: "rename", Reason: err.Error(), Errno: ErrnoOf(err)}
+		}
+	}
+
+	var rels []string
+	if ef != nil {
+		rels = append(rels, ef.rel)
+	}
+	if et != nil {
+		rels = append(rels, et.rel)
+	}
+	release, locks, err := d.lockEntries(ctx, "rename", rels...)
+	if err != nil {
+		return true, err
+	}
+	defer release()
+
+	if err := unix.Renameat2(unix.AT_FDCWD, d.Path(from), unix.AT_FDCWD, d.Path(to), flags); err != nil {
+		return true, &Error{Path: from, Op: "rename", Reason: "to " + to + ": " + err.Error(), Errno: ErrnoOf(err)}
+	}
+	if fok && tok && fm == memberData && tm == memberData && ef != et {
+		// An entry renamed: its handles follow it (and with exchange
+		// B's follow B); B's old handles are detached.
+		metaErr := d.renameMeta(ef, et, exchange)
+		if !exchange {
+			et.detachLocked(memberData)
+			et.detachLocked(memberMeta)
+			locks[0].remove() // A is no more
+		}
+		for m := member(0); m < numMembers; m++ {
+			d.dirdb.snaps.forget(ef.relOf(m))
+			d.dirdb.snaps.forget(et.relOf(m))
+		}
+		d.rekey(ef, et, exchange)
+		if err := syncDirs(d.Path(filepath.Dir(from)), d.Path(filepath.Dir(to))); err != nil {
+			return true, &Error{Path: to, Op: "rename", Reason: err.Error(), Errno: ErrnoOf(err)}
+		}
+		return true, metaErr
+	}
+	if ef != nil {
+		ef.detachLocked(fm)
+	}
+	if et != nil {
+		et.detachLocked(tm)
+	}
+	if err := syncDirs(d.Path(filepath.Dir(from)), d.Path(filepath.Dir(to))); err != nil {
+		return true, &Error{Path: to, Op: "rename", Reason: err.Error(), Errno: ErrnoOf(err)}
+	}
+	return true, nil
+}
+
+// renameMeta moves the metadata along with an entry renamed from ef to
+// et (swaps it with exchange). Locks held.
+func (d *Dataset) renameMeta(ef, et *DirdbEntry, exchange bool) error {
+	a, b := ef.relOf(memberMeta), et.relOf(memberMeta)
+	pa, pb := d.Path(a), d.Path(b)
+	hasA, hasB := fileExists(pa), fileExists(pb)
+	var err error
+	switch {
+	case exchange && hasA && hasB:
+		err = unix.Renameat2(unix.AT_FDCWD, pa, unix.AT_FDCWD, pb, unix.RENAME_EXCHANGE)
+	case exchange && hasB:
+		err = os.Rename(pb, pa)
+	case hasA:
+		err = os.Rename(pa, pb)
+	case hasB:
+		// B's old metadata does not describe A's data.
+		err = os.Remove(pb)
+	}
+	if err != nil {
+		return &Error{Path: a, Op: "rename", Reason: "moving the metadata with its entry to " + b + ": " + unwrapPath(err).Error(), Errno: ErrnoOf(err)}
+	}
+	return nil
+}
+
+// rekey makes ef the entry at et's name, so that handles open on A keep
+// writing the entry now called B; with exchange the two swap names.
+// Both mutexes held.
+func (d *Dataset) rekey(ef, et *DirdbEntry, exchange bool) {
+	dd := &d.dirdb
+	dd.mu.Lock()
+	defer dd.mu.Unlock()
+	a, b := ef.rel, et.rel
+	if exchange {
+		ef.setRel(b)
+		et.setRel(a)
+		dd.entries[a], dd.entries[b] = et, ef
+		return
+	}
+	// B's object is done: its handles were detached above.
+	delete(dd.entries, a)
+	if dd.entries[b] == et {
+		delete(dd.entries, b)
+	}
+	ef.setRel(b)
+	dd.entries[b] = ef
+	et.maybeDropLocked()
+	ef.maybeDropLocked()
+}
+
+// dirdbRenameDir renames a directory holding entries something holds:
+// their pending versions are published first, and they follow the
+// directory. Other directory renames are not handled here.
+func (d *Dataset) dirdbRenameDir(from, to string, flags uint) (bool, error) {
+	from, to = cleanRel(from), cleanRel(to)
+	under := func(rel, dir string) bool { return strings.HasPrefix(rel, dir+"/") }
+	dd := &d.dirdb
+	dd.mu.Lock()
+	var es []*DirdbEntry
+	for rel, e := range dd.entries {
+		if under(rel, from) || under(rel, to) {
+			e.refs++
+			es = append(es, e)
+		}
+	}
+	dd.mu.Unlock()
+	if len(es) == 0 {
+		return false, nil
+	}
+	defer func() {
+		for _, e := range es {
+			e.release()
+		}
+	}()
+	slices.SortFunc(es, func(a, b *DirdbEntry) int { return strings.Compare(a.String(), b.String()) })
+	for _, e := range es {
+		e.mu.Lock()
+	}
+	defer func() {
+		for _, e := range es {
+			e.mu.Unlock()
+		}
+	}()
+	for _, e := range es {
+		if err := e.commitAllLocked(context.Background()); err != nil {
+			return true, err
+		}
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, d.Path(from), unix.AT_FDCWD, d.Path(to), flags); err != nil {
+		return true, &Error{Path: from, Op: "rename", Reason: "to " + to + ": " + err.Error(), Errno: ErrnoOf(err)}
+	}
+	dd.mu.Lock()
+	for _, e := range es {
+		old := e.rel
+		var rel string
+		switch {
+		case under(old, from):
+			rel = to + old[len(from):]
+		case flags&unix.RENAME_EXCHANGE != 0:
+			rel = from + old[len(to):]
+		default:
+			continue // under to, which was an empty directory
+		}
+		if dd.entries[old] == e {
+			delete(dd.entries, old)
+		}
+		e.setRel(rel)
+		dd.entries[rel] = e
+		for m := member(0); m < numMembers; m++ {
+			dd.snaps.forget(old + memberExt[m])
+		}
+	}
+	dd.mu.Unlock()
+	d.Forget(from)
+	d.Forget(to)
+	return true, nil
+}
+
+// DirdbBeforeRmdir removes the lock files left in a database directory
+// that holds nothing else (dirdb never removes them, and they are not
+// shown), so that removing a database that looks empty works.
+func (d *Dataset) DirdbBeforeRmdir(rel string) {
+	if d.cfg.ReadOnly || !d.isDirdbDir(rel) {
+		return
+	}
+	names, err := readDirNames(d.Path(rel))
+	if err != nil {
+		return
+	}
+	var locks []string
+	for _, n := range names {
+		_, ext, ok := splitDirdbName(n)
+		switch {
+		case ok && ext == DirdbLock:
+			locks = append(locks, n)
+		case IsStageName(n):
+			d.Tidy(rel, n)
+		default:
+			return // not empty: rmdir says so
+		}
+	}
+	for _, n := range locks {
+		entryRel := filepath.Join(rel, strings.TrimSuffix(n, DirdbLock))
+		l, err := d.lockEntry(context.Background(), entryRel, "rmdir")
+		if err != nil {
+			d.rep.logf("%v", err)
+			return
+		}
+		l.remove()
+		l.release()
+	}
+}
+
+// checkJSONFile refuses to rename from onto the metadata file to unless
+// from holds valid JSON.
+func (d *Dataset) checkJSONFile(from, to string) error {
+	f, err := os.Open(d.Path(from))
+	if err != nil {
+		return nil // the rename itself will say
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil
+	}
+	if err := validateJSON(f); err != nil {
+		d.dirdb.stats.refused.Add(1)
+		return refuse(to, "rename", syscall.EINVAL,
+			"refused: %s is not valid JSON (%v); the old content is kept", from, err)
+	}
+	return nil
+}
+
+// lockEntryMutexes locks the mutexes of the given entries (nil ones
+// skipped, a duplicate once) in path order.
+func lockEntryMutexes(es ...*DirdbEntry) func() {
+	var list []*DirdbEntry
+	for _, e := range es {
+		if e != nil && !slices.Contains(list, e) {
+			list = append(list, e)
+		}
+	}
+	slices.SortFunc(list, func(a, b *DirdbEntry) int { return strings.Compare(a.String(), b.String()) })
+	for _, e := range list {
+		e.mu.Lock()
+	}
+	return func() {
+		for _, e := range list {
+			e.mu.Unlock()
+		}
+	}
+}
+
+func fsyncPath(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func syncDirs(a, b string) error {
+	if err := SyncDir(a); err != nil {
+		return err
+	}
+	if b != a {
+		return SyncDir(b)
+	}
+	return nil
+}
