@@ -95,6 +95,7 @@ func (s *DocStore) growSlots(n int32) {
 func (s *DocStore) popTrailing() {
 	for len(s.slots) > s.nrec && s.slots[len(s.slots)-1].flags&(fLive|fShadow|fBad|fRecLive) == 0 {
 		s.slots = s.slots[:len(s.slots)-1]
+		delete(s.recDirty, int32(len(s.slots)))
 	}
 }
 
@@ -360,7 +361,7 @@ func (s *DocStore) Commit(name string, ino uint64, data []byte) error {
 		x.meta = &m
 	}
 	x.meta.Mtime = now()
-	v := &docVersion{x: x, data: data}
+	v := newVersion(x, data)
 	x.pending = v
 	s.metaDirty[key] = true
 	ino = s.inoOf(x.slot, key)
@@ -610,7 +611,7 @@ func (s *DocStore) insert(name string, data []byte, meta DocMeta, ino uint64, no
 		x.ino = ino
 	}
 	s.placeDoc(at, key, x)
-	v := &docVersion{x: x, data: data}
+	v := newVersion(x, data)
 	x.pending = v
 	s.metaDirty[key] = true
 	s.popTrailing()
@@ -643,6 +644,9 @@ func (c AttrChange) apply(m *DocMeta) {
 		m.Mtime = *c.Mtime
 	}
 }
+
+// ApplyAttr applies c to m.
+func ApplyAttr(m *DocMeta, c AttrChange) { c.apply(m) }
 
 // SetAttr changes a document's mode, owner or mtime.
 func (s *DocStore) SetAttr(name string, c AttrChange) (DocEntry, error) {

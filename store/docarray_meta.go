@@ -194,7 +194,14 @@ func jsonLine(l metaLine) []byte {
 
 // writeFileAt writes a new file name in dirFd through a staged file:
 // written, fsynced, renamed over name, directory fsynced.
+//
+// The directory keeps its mtime: these are arrayfs's own files, and a
+// directory whose mtime moved would make rsync think it changed.
 func writeFileAt(dirFd int, name string, data []byte, perm uint32) error {
+	var dst unix.Stat_t
+	if err := unix.Fstat(dirFd, &dst); err == nil {
+		defer unix.UtimesNanoAt(dirFd, "", []unix.Timespec{dst.Atim, dst.Mtim}, unix.AT_EMPTY_PATH)
+	}
 	tmp := fmt.Sprintf("%s%s.%d", StagePrefix, name, rand.Uint32())
 	fd, err := unix.Openat(dirFd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, perm)
 	if err != nil {

@@ -176,6 +176,7 @@ func (s *DocStore) Prune(progress func(done, total int64)) (PruneStats, error) {
 		oldHmap.Close()
 		oldHeader.Close()
 		oldBody.unref()
+		s.gen++
 		err = s.loadIndex()
 	}
 	if err == nil {

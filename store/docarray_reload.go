@@ -86,6 +86,7 @@ func (s *DocStore) reloadLocked() ([]DocChange, error) {
 	if err := s.loadIndex(); err != nil {
 		return nil, err
 	}
+	s.gen++
 	s.rewrite = false
 	for key, x := range keep {
 		if i := s.find(key); i >= 0 {

@@ -104,6 +104,9 @@ type DocStore struct {
 
 	tailBroken bool
 	closed     bool
+	// gen counts the times the files were swapped or reloaded: offsets
+	// in body.bin are not versions across them.
+	gen uint64
 }
 
 type slotFlags uint32
@@ -141,6 +144,14 @@ type docExtra struct {
 type docVersion struct {
 	x    *docExtra
 	data []byte
+	seq  uint64
+}
+
+// versionSeq numbers pending versions (DocEntry.Version).
+var versionSeq atomic.Uint64
+
+func newVersion(x *docExtra, data []byte) *docVersion {
+	return &docVersion{x: x, data: data, seq: versionSeq.Add(1)}
 }
 
 // newDoc is a document created and not yet closed: it has a name and an
@@ -190,6 +201,9 @@ type DocEntry struct {
 	Size    int64
 	Meta    DocMeta
 	Scratch bool // a marker held under a temporary name, not a document
+	// Version changes whenever the content may have: the file system
+	// keeps the kernel's cached pages only while it stays the same.
+	Version uint64
 }
 
 func (s *DocStore) String() string {
@@ -601,7 +615,14 @@ func (s *DocStore) sizeOf(i int32) int64 {
 }
 
 func (s *DocStore) entry(i int32, key string) DocEntry {
-	return DocEntry{Name: DocName(key), Key: key, Ino: s.inoOf(i, key), Size: s.sizeOf(i), Meta: s.metaOf(i)}
+	e := DocEntry{Name: DocName(key), Key: key, Ino: s.inoOf(i, key), Size: s.sizeOf(i), Meta: s.metaOf(i)}
+	if x := s.ext[i]; x != nil && x.pending != nil {
+		e.Version = x.pending.seq << 1
+	} else {
+		sl := &s.slots[i]
+		e.Version = (uint64(sl.start)*1099511628211^uint64(sl.size)*14695981039346656037^s.gen<<40)<<1 | 1
+	}
+	return e
 }
 
 func (nd *newDoc) entry() DocEntry {

@@ -15,7 +15,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -701,5 +704,21 @@ func TestRenderMarkerRoundTrip(t *testing.T) {
 	}
 	if !utf8.Valid(renderMarker(36, keys)) {
 		t.Error("not UTF-8")
+	}
+}
+
+// TestWriteFileAtKeepsMtime: arrayfs's own files (sidecar, rewritten
+// header) do not move the store directory's mtime (rsync would see a
+// change that is not the user's).
+func TestWriteFileAtKeepsMtime(t *testing.T) {
+	d := t.TempDir()
+	old := time.Date(2001, 2, 3, 4, 5, 6, 7, time.UTC)
+	os.Chtimes(d, old, old)
+	fd, err := unix.Open(d, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	mustNil(t, err)
+	defer unix.Close(fd)
+	mustNil(t, writeFileAt(fd, "x", []byte("y"), 0o644))
+	if st, _ := os.Stat(d); !st.ModTime().Equal(old) {
+		t.Fatalf("mtime %v, want %v", st.ModTime(), old)
 	}
 }

@@ -256,7 +256,9 @@ func (s *DocStore) writeRecordsLocked() (bool, error) {
 	newN := s.newRecordCount()
 	var ws []int32
 	for i := range s.recDirty {
-		if int(i) < newN && int(i) < s.nrec {
+		if int(i) >= len(s.slots) {
+			delete(s.recDirty, i) // a slot popped since
+		} else if int(i) < newN && int(i) < s.nrec {
 			ws = append(ws, i)
 		}
 	}
@@ -290,7 +292,7 @@ func (s *DocStore) writeRecordsLocked() (bool, error) {
 		s.settleSlot(i)
 	}
 	for i := range s.recDirty {
-		if int(i) >= newN {
+		if int(i) >= newN && int(i) < len(s.slots) {
 			s.slots[i].flags &^= fRecLive | fKeyDisk
 		}
 	}
