@@ -446,6 +446,7 @@ func TestDocChangedBehindBack(t *testing.T) {
 	}
 	a2 := pbDoc("a", "the second version of a, longer")
 	writeDocStore(t, filepath.Join(root, "s"), 36, []storeDoc{{"a", a2}, {"c", c}, {"d", pbDoc("d", "d")}})
+	time.Sleep(100 * time.Millisecond) // a store looks at its files at most every 50 ms
 	if got := mustRead(t, m.Path("s/a")); !bytes.Equal(got, a2) {
 		t.Errorf("a after the change: %q", got)
 	}

@@ -297,13 +297,33 @@ func (s *DocStore) writePrunedStore(dir string, docs []pruneDoc, total int64, pr
 	rec := make([]byte, s.rs)
 	var off int64
 	lastReport := time.Now()
+	// Documents that follow each other in the old body.bin are copied
+	// in one run (all of them, in a store written in order).
+	var run docLoc
+	runAt := int64(0)
+	flush := func() error {
+		if run.size == 0 {
+			return nil
+		}
+		err := copyRange(s.body.f, run.start, bf, runAt, run.size)
+		run = docLoc{}
+		return err
+	}
 	for _, d := range docs {
 		if d.data != nil {
+			if err := flush(); err != nil {
+				return 0, err
+			}
 			if _, err := bf.WriteAt(d.data, off); err != nil {
 				return 0, err
 			}
-		} else if err := copyRange(s.body.f, d.loc.start, bf, off, d.loc.size); err != nil {
-			return 0, err
+		} else if run.size > 0 && run.end() == d.loc.start && run.size < 64<<20 {
+			run.size += d.loc.size
+		} else {
+			if err := flush(); err != nil {
+				return 0, err
+			}
+			run, runAt = d.loc, off
 		}
 		encodeRecord(rec, d.key, s.k, recordFor(docLoc{off, d.loc.size}))
 		if _, err := hw.Write(rec); err != nil {
@@ -314,6 +334,9 @@ func (s *DocStore) writePrunedStore(dir string, docs []pruneDoc, total int64, pr
 			progress(off, total)
 			lastReport = time.Now()
 		}
+	}
+	if err := flush(); err != nil {
+		return 0, err
 	}
 	if err := hw.Flush(); err != nil {
 		return 0, err

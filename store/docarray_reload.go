@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,6 +16,10 @@ import (
 // they changed, the store is reloaded as the original's reload() does,
 // and the file system is told which documents changed so that it drops
 // what the kernel caches of them.
+
+// refreshEvery is how often a store compares its files with how it
+// left them.
+const refreshEvery = 50 * time.Millisecond
 
 // DocChange is a document whose content or name changed behind
 // arrayfs's back. Documents that are gone are not listed (their keys
@@ -29,6 +34,13 @@ type DocChange struct {
 // reports whether the store is gone (its files or its directory
 // replaced or removed): the dataset then forgets it.
 func (s *DocStore) refresh() (gone bool) {
+	// At most one look every refreshEvery: a listing of a big store
+	// (a lookup per entry with READDIRPLUS) must not stat the files a
+	// million times. The kernel caches names for longer anyway.
+	t := time.Now().UnixNano()
+	if last := s.lastCheck.Load(); t-last < int64(refreshEvery) || !s.lastCheck.CompareAndSwap(last, t) {
+		return false
+	}
 	if !s.wbMu.TryLock() {
 		return false // a write-back is changing the files right now
 	}

@@ -104,6 +104,7 @@ type DocStore struct {
 
 	tailBroken bool
 	closed     bool
+	lastCheck  atomic.Int64 // unix nanoseconds of the last refresh
 	// gen counts the times the files were swapped or reloaded: offsets
 	// in body.bin are not versions across them.
 	gen uint64

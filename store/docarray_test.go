@@ -674,6 +674,7 @@ func TestDocStoreReload(t *testing.T) {
 		t.Fatal(n)
 	}
 	writeDocs(t, dir, 36, []string{"a", "c"}, [][]byte{testDoc("a", "changed"), testDoc("c", "3")})
+	time.Sleep(2 * refreshEvery)
 	if d.DocStore("s") != s {
 		t.Fatal("store object replaced")
 	}
