@@ -3,7 +3,11 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"path/filepath"
 	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // The on-disk format of a DocumentArrayMemmap store (docarray 0.0.1),
@@ -276,4 +280,37 @@ func detectKeyLength(headerSize, bodySize int64, read func(p []byte, off int64) 
 		return keyLengthChoice{k: best.k}
 	}
 	return keyLengthChoice{reason: fmt.Sprintf("no key length fits %s (%d bytes): for every K that divides its size, records have invalid keys or offsets; give -o key_length=N", DocHeaderName, headerSize)}
+}
+
+// WriteDocStore writes a new store in dir (which must not hold one) the
+// way docarray appends documents: body.bin back to back, one header
+// record each, with key length k.
+func WriteDocStore(dir string, k int, keys []string, docs [][]byte) error {
+	var header, body []byte
+	rec := make([]byte, docRecordSize(k))
+	for i, d := range docs {
+		encodeRecord(rec, keys[i], k, recordFor(docLoc{start: int64(len(body)), size: int64(len(d))}))
+		header = append(header, rec...)
+		body = append(body, d...)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, DocBodyName), body, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, DocHeaderName), header, 0o644)
+}
+
+// TextDocument is a DocumentProto with an id and a text (mime_type
+// text/plain), as docarray's Document(id=..., text=...) serializes.
+func TextDocument(id, text string) []byte {
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendString(b, id)
+	b = protowire.AppendTag(b, 10, protowire.BytesType)
+	b = protowire.AppendString(b, "text/plain")
+	b = protowire.AppendTag(b, 13, protowire.BytesType)
+	b = protowire.AppendString(b, text)
+	return b
 }

@@ -54,6 +54,8 @@ Try, in another terminal:
   cat %[2]s/cell,gene#UMIs.yaml
   /usr/bin/python3 -c "import numpy as np; print(np.fromfile('%[2]s/cell,gene#UMIs.array', dtype='float32').reshape(200, 50)[:3, :5])"
   od -A d -t d8 %[2]s/cell#age.array | head -3
+  ls -f %[2]s/docs; cat %[2]s/docs/.docarray; od -c %[2]s/docs/hello | head
+  cp %[2]s/docs/hello %[2]s/docs/hello-again      # a new document (bytes must be a DocumentProto)
   rsync -a %[2]s/ /tmp/arrayfs-demo-copy/
   cat %[2]s/.arrayfs/stats.json
 
@@ -69,7 +71,7 @@ func writeDemoDataset(dir string) error {
 	files := map[string]string{
 		"__daf__.yaml": "version:\n- 1\n- 0\n",
 		"created.yaml": "2026-11-22 00:00:00\n",
-		"README.txt":   "A demo dataset of arrayfs: daf arrays (dense and sparse) and plain files.\n",
+		"README.txt":   "A demo dataset of arrayfs: daf arrays (dense and sparse), a docarray store (docs/) and plain files.\n",
 	}
 	cellAxis, geneAxis := "cell\n", "gene\n"
 	for i := 0; i < cells; i++ {
@@ -121,5 +123,19 @@ func writeDemoDataset(dir string) error {
 		}
 		binary.LittleEndian.PutUint32(indptr[4*(i+1):], uint32(nnz))
 	}
-	return store.WriteSparseArray(dir, "cell,gene#sparse", cells, genes, "float32", "int32", data, indices, indptr)
+	if err := store.WriteSparseArray(dir, "cell,gene#sparse", cells, genes, "float32", "int32", data, indices, indptr); err != nil {
+		return err
+	}
+	return writeDemoDocs(filepath.Join(dir, "docs"))
+}
+
+// writeDemoDocs writes a small docarray store: a few text documents,
+// one with an id longer than the key length, one with a '/' in its id.
+func writeDemoDocs(dir string) error {
+	keys := []string{"hello", "world", "a/b", "an-id-longer-than-thirty-six-characters-truncated"}
+	var docs [][]byte
+	for i, k := range keys {
+		docs = append(docs, store.TextDocument(k, fmt.Sprintf("demo document %d: %s", i, k)))
+	}
+	return store.WriteDocStore(dir, store.DefaultKeyLength, keys, docs)
 }
