@@ -24,6 +24,7 @@ type docNode struct {
 	// cached is the version of the content the kernel may have pages
 	// of: an open keeps them (FOPEN_KEEP_CACHE) only if it is the same.
 	cached    uint64
+	reloads   uint64
 	hasCached bool
 }
 
@@ -190,15 +191,16 @@ func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	var keep uint32
 	n.mu.Lock()
 	switch {
+	case n.hasCached && n.reloads != e.Reloads:
+		// The store was changed behind our back and just reloaded:
+		// the kernel may still hold the old size until the
+		// invalidation sent for it lands. Read around its cache this
+		// once (a shared mmap of this one open is refused).
+		keep = fuse.FOPEN_DIRECT_IO
 	case n.hasCached && n.cached == e.Version:
 		keep = fuse.FOPEN_KEEP_CACHE
-	case n.hasCached:
-		// The kernel may also hold the old size for a moment (until
-		// the invalidation sent for the change lands): read around
-		// its cache this once.
-		keep = fuse.FOPEN_DIRECT_IO
 	}
-	n.cached, n.hasCached = e.Version, true
+	n.cached, n.reloads, n.hasCached = e.Version, e.Reloads, true
 	n.mu.Unlock()
 	return &docReadHandle{r: r, entry: e}, keep, 0
 }

@@ -102,8 +102,18 @@ func TestPruneMountedAndOffline(t *testing.T) {
 	want = append(want, storeDoc{"after-prune", pbDoc("after-prune", "!")})
 	m.Unmount()
 
-	out = run(t, arrayfsBin, "prune", backing)
-	t.Logf("offline prune: %s", out)
+	cmd := exec.Command(arrayfsBin, "prune", backing)
+	cmd.Env = append(os.Environ(), "ARRAYFS_PROGRESS=1") // as on a terminal
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	outb, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("offline prune: %v\n%s", err, stderr.String())
+	}
+	t.Logf("offline prune: %s", outb)
+	if !strings.Contains(stderr.String(), "] 100% ") {
+		t.Errorf("no progress bar: %q", stderr.String())
+	}
 	sameDocs(t, "after offline prune", readDocStore(t, backing, 36).Docs, want)
 	if ents, _ := os.ReadDir(root); len(ents) != 1 {
 		t.Errorf("left beside the store: %v", ents)

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // An independent reader and writer of the DocumentArrayMemmap layout,
@@ -264,4 +266,9 @@ func pyReprToJSON(r string) string {
 		return `"` + inner + `"`
 	}
 	return r
+}
+
+// renameExchange swaps two paths (renameat2 RENAME_EXCHANGE).
+func renameExchange(a, b string) error {
+	return unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
 }

@@ -99,6 +99,7 @@ func (s *DocStore) reloadLocked() ([]DocChange, error) {
 		return nil, err
 	}
 	s.gen++
+	s.reloads++
 	s.rewrite = false
 	for key, x := range keep {
 		if i := s.find(key); i >= 0 {

@@ -106,8 +106,10 @@ type DocStore struct {
 	closed     bool
 	lastCheck  atomic.Int64 // unix nanoseconds of the last refresh
 	// gen counts the times the files were swapped or reloaded: offsets
-	// in body.bin are not versions across them.
-	gen uint64
+	// in body.bin are not versions across them. reloads counts only
+	// reloads after changes behind our back.
+	gen     uint64
+	reloads uint64
 }
 
 type slotFlags uint32
@@ -205,6 +207,9 @@ type DocEntry struct {
 	// Version changes whenever the content may have: the file system
 	// keeps the kernel's cached pages only while it stays the same.
 	Version uint64
+	// Reloads counts the store's reloads after changes behind arrayfs's
+	// back: the kernel may then also hold a stale size for a moment.
+	Reloads uint64
 }
 
 func (s *DocStore) String() string {
@@ -616,7 +621,7 @@ func (s *DocStore) sizeOf(i int32) int64 {
 }
 
 func (s *DocStore) entry(i int32, key string) DocEntry {
-	e := DocEntry{Name: DocName(key), Key: key, Ino: s.inoOf(i, key), Size: s.sizeOf(i), Meta: s.metaOf(i)}
+	e := DocEntry{Name: DocName(key), Key: key, Ino: s.inoOf(i, key), Size: s.sizeOf(i), Meta: s.metaOf(i), Reloads: s.reloads}
 	if x := s.ext[i]; x != nil && x.pending != nil {
 		e.Version = x.pending.seq << 1
 	} else {
