@@ -401,6 +401,15 @@ func (d *Dataset) CreateDocStore(dirRel string, marker []byte, meta DocMeta, ski
 			return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dirRel, name), err)
 		}
 	}
+	if os.Geteuid() == 0 && (meta.UID != 0 || meta.GID != 0) {
+		// The store belongs to whoever made it (a mount serving others
+		// as root), as files created through the mount do.
+		for _, name := range []string{DocMetaName, DocBodyName, DocHeaderName} {
+			if err := unix.Fchownat(dfd, name, int(meta.UID), int(meta.GID), 0); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dirRel, name), err)
+			}
+		}
+	}
 	s, err := d.openStoreLocked(dirRel)
 	if err != nil || s == nil {
 		return nil, nil, fmt.Errorf("%s: the new store does not open: %v", dirRel, err)

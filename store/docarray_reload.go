@@ -103,7 +103,7 @@ func (s *DocStore) reloadLocked() ([]DocChange, error) {
 	s.rewrite = false
 	for key, x := range keep {
 		if i := s.find(key); i >= 0 {
-			x.slot, x.key = i, ""
+			x.slot = i
 			s.ext[i] = x
 			s.slots[i].flags |= fExt
 			if x.ino != 0 {

@@ -313,10 +313,7 @@ func (s *DocStore) settleSlot(i int32) {
 	switch {
 	case sl.flags&(fLive|fWritten) == fLive|fWritten:
 		sl.flags |= fRecLive | fKeyDisk
-		if x := s.ext[i]; x != nil {
-			x.key = ""
-			s.dropExtIfEmpty(i)
-		}
+		s.dropExtIfEmpty(i)
 	case sl.flags&fShadow != 0:
 	default:
 		sl.flags &^= fRecLive | fKeyDisk
