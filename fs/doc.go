@@ -282,10 +282,12 @@ func (n *docNode) openWriter(s *store.DocStore, name string, e store.DocEntry, f
 	return h, 0
 }
 
+// pendingSize is the size of the content being written, if it is to
+// be the file's (not a refused one).
 func (h *docWriteHandle) pendingSize() (int64, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return int64(len(h.buf)), h.dirty
+	return int64(len(h.buf)), h.dirty && !h.refused
 }
 
 // load makes buf the content, ready to change.

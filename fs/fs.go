@@ -77,7 +77,10 @@ func (f *FS) MountOptions(mountpoint string) *gofs.Options {
 			DirectMount: true,
 			// O_TRUNC must reach Open so a whole-file replacement can be
 			// staged instead of truncating the backing file first.
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// READDIRPLUS_AUTO: the kernel asks for attributes with a
+			// listing only when the reader then looks at them (ls -l,
+			// rsync), not for ls -f or find over a million documents.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_READDIRPLUS_AUTO,
 		},
 	}
 	if f.opts.DefaultPermissions {
