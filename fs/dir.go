@@ -53,6 +53,9 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if n.isRoot() && name == reservedDir {
 		return n.lookupReserved(ctx, out)
 	}
+	if s := n.docStore(); s != nil {
+		return n.storeLookup(ctx, s, name, out)
+	}
 	if n.hidden(name) {
 		return nil, syscall.ENOENT
 	}
@@ -65,6 +68,9 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	if s := n.docStore(); s != nil {
+		return n.storeReaddir(s)
+	}
 	f, err := os.Open(n.path())
 	if err != nil {
 		return nil, gofs.ToErrno(err)
@@ -120,7 +126,7 @@ func (n *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 }
 
 func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if errno := n.checkNew(name); errno != 0 {
+	if errno := n.checkNewOther(name); errno != 0 {
 		return nil, errno
 	}
 	p := n.child(name)
@@ -137,6 +143,9 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if n.hidden(name) {
 		return syscall.ENOENT
 	}
+	if errno := n.rmStore(name); errno != 0 {
+		return errno
+	}
 	n.fsys.ds.DirdbBeforeRmdir(n.childRel(name))
 	return gofs.ToErrno(syscall.Rmdir(n.child(name)))
 }
@@ -144,6 +153,12 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	if errno := n.checkNew(name); errno != 0 {
 		return nil, nil, 0, errno
+	}
+	if s := n.docStore(); s != nil {
+		return n.storeCreate(ctx, s, name, flags, mode, out)
+	}
+	if name == store.DocMarkerName {
+		return n.createMarker(ctx, flags, mode, out)
 	}
 	if ch, fh, fl, errno, ok := n.createDirdb(ctx, name, flags, mode, out); ok {
 		return ch, fh, fl, errno
@@ -162,7 +177,7 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 }
 
 func (n *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if errno := n.checkNew(name); errno != 0 {
+	if errno := n.checkNewOther(name); errno != 0 {
 		return nil, errno
 	}
 	p := n.child(name)
@@ -173,7 +188,7 @@ func (n *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint3
 }
 
 func (n *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if errno := n.checkNew(name); errno != 0 {
+	if errno := n.checkNewOther(name); errno != 0 {
 		return nil, errno
 	}
 	p := n.child(name)
@@ -184,7 +199,7 @@ func (n *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 }
 
 func (n *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if errno := n.checkNew(name); errno != 0 {
+	if errno := n.checkNewOther(name); errno != 0 {
 		return nil, errno
 	}
 	src, ok := target.(backed)
@@ -210,6 +225,9 @@ func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if n.hidden(name) {
 		return syscall.ENOENT
 	}
+	if s := n.docStore(); s != nil {
+		return n.storeUnlink(s, name)
+	}
 	errno := n.fsys.errno(n.fsys.ds.Unlink(n.childRel(name)))
 	if errno == 0 {
 		n.dirdbSiblingsChanged(name)
@@ -227,6 +245,10 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	}
 	if n.hidden(name) || dst.hidden(newName) {
 		return syscall.ENOENT
+	}
+	src, dstS := n.docStore(), dst.docStore()
+	if src != nil || dstS != nil || newName == store.DocMarkerName {
+		return n.storeRename(src, name, dst, dstS, newName, flags)
 	}
 	errno := n.fsys.errno(n.fsys.ds.Rename(n.childRel(name), dst.childRel(newName), uint(flags)))
 	if errno == 0 {
@@ -259,12 +281,22 @@ func (n *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 }
 
 func (n *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if s := n.docStore(); s != nil {
+		if sz, errno, ok := n.storeGetxattr(s, attr, dest); ok {
+			return sz, errno
+		}
+	}
 	return getxattr(n.path(), attr, dest)
 }
 
 func (n *dirNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
+	}
+	if s := n.docStore(); s != nil {
+		if errno, ok := n.storeSetxattr(s, attr); ok {
+			return errno
+		}
 	}
 	return gofs.ToErrno(unix.Lsetxattr(n.path(), attr, data, int(flags)))
 }
@@ -288,6 +320,17 @@ func (n *dirNode) checkNew(name string) syscall.Errno {
 	}
 	if n.hidden(name) {
 		return syscall.EPERM
+	}
+	return 0
+}
+
+// checkNewOther refuses to make anything but a document in a store.
+func (n *dirNode) checkNewOther(name string) syscall.Errno {
+	if errno := n.checkNew(name); errno != 0 {
+		return errno
+	}
+	if n.docStore() != nil {
+		return syscall.EPERM // a store holds documents only
 	}
 	return 0
 }

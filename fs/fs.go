@@ -7,6 +7,7 @@ import (
 	"context"
 	"log"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ type FS struct {
 	root    *dirNode
 	logf    func(format string, args ...any)
 	started time.Time
+	prunes  pruneState
 }
 
 // New builds the node tree for ds.
@@ -38,6 +40,9 @@ func New(ds *store.Dataset, opts mountopts.Options, logf func(string, ...any)) (
 	}
 	f := &FS{ds: ds, opts: opts, rootDev: uint64(st.Dev), logf: logf, started: time.Now()}
 	f.root = &dirNode{node: node{fsys: f}}
+	f.prunes.running = map[*store.DocStore]*[2]atomic.Int64{}
+	f.prunes.results = map[*store.DocStore][]byte{}
+	ds.SetDocNotify(f.onDocChanges)
 	return f, nil
 }
 
@@ -73,7 +78,10 @@ func (f *FS) MountOptions(mountpoint string) *gofs.Options {
 			// O_TRUNC must reach Open so a whole-file replacement can be
 			// staged instead of truncating the backing file first.
 			// DIRECT_IO files (dirdb entries) may still be mapped shared.
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
+			// READDIRPLUS_AUTO: the kernel asks for attributes with a
+			// listing only when the reader then looks at them (ls -l,
+			// rsync), not for ls -f or find over a million documents.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_DIRECT_IO_ALLOW_MMAP | fuse.CAP_READDIRPLUS_AUTO,
 		},
 	}
 	if f.opts.DefaultPermissions {

@@ -19,7 +19,7 @@ import (
 func dirdbExpected(t *testing.T) map[string]string {
 	t.Helper()
 	var want map[string]string
-	data := mustRead(t, filepath.Join(fixturesDir(t), "dirdb", "db.expected.json"))
+	data := mustRead(t, fixturePath(t, "dirdb/db.expected.json"))
 	if err := json.Unmarshal(data, &want); err != nil {
 		t.Fatal(err)
 	}

@@ -397,7 +397,7 @@ func TestDirdbWritesAreWhatDirdbReads(t *testing.T) {
 	t.Logf("stats: %s", statsDirdb(t, m))
 	m.Unmount()
 
-	out := pyRun(t, dirdbPyVerify, db, filepath.Join(fixturesDir(t), "dirdb", "db"), src)
+	out := pyRun(t, dirdbPyVerify, db, fixturePath(t, "dirdb/db"), src)
 	if strings.TrimSpace(out) != "ok 12" {
 		t.Errorf("dirdb's reading of the backing files: %s", out)
 	}

@@ -86,26 +86,25 @@ type Mount struct {
 // returns the copy's path (fixtures are read-only ground truth).
 func fixture(t *testing.T, rel string) string {
 	t.Helper()
-	src := filepath.Join(fixturesDir(t), rel)
+	src := fixturePath(t, rel)
 	dst := filepath.Join(t.TempDir(), filepath.Base(rel))
 	run(t, "cp", "-r", src, dst)
 	run(t, "chmod", "-R", "u+w", dst)
 	return dst
 }
 
-// fixturesDir is ../shared/fixtures seen from the repository, or from
-// a directory above it (a git worktree may live a level deeper).
-func fixturesDir(t *testing.T) string {
+// fixturePath finds ../shared/fixtures/<rel> from the repository (a git
+// worktree sits one level deeper than the main checkout).
+func fixturePath(t *testing.T, rel string) string {
 	t.Helper()
-	for dir := filepath.Dir(repoRoot); ; dir = filepath.Dir(dir) {
-		p := filepath.Join(dir, "shared", "fixtures")
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
+	for _, up := range []string{"..", "../.."} {
+		p := filepath.Join(repoRoot, up, "shared", "fixtures", rel)
+		if _, err := os.Stat(p); err == nil {
 			return p
 		}
-		if dir == filepath.Dir(dir) {
-			t.Fatalf("no shared/fixtures above %s", repoRoot)
-		}
 	}
+	t.Fatalf("fixture %s not found beside %s", rel, repoRoot)
+	return ""
 }
 
 // mount mounts dataset with the given -o options and returns once the

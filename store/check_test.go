@@ -12,7 +12,7 @@ var sprintf = fmt.Sprintf
 
 // corruptDataset writes one item per kind of corruption beside valid ones.
 func corruptDataset(t *testing.T) string {
-	dir := copyFixture(t, "daf/arrays")
+	dir := copyFixtureDir(t, "daf/arrays")
 	w := func(name, content string) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)

@@ -11,8 +11,8 @@ import (
 	"testing"
 )
 
-// copyFixture copies a fixture directory into a temp dir.
-func copyFixture(t *testing.T, rel string) string {
+// copyFixtureDir copies a fixture directory into a temp dir.
+func copyFixtureDir(t *testing.T, rel string) string {
 	t.Helper()
 	src := fixtureDir(t, rel)
 	dst := t.TempDir()
@@ -80,7 +80,7 @@ func mustArray(t *testing.T, d *Dataset, rel string) *ArrayFile {
 }
 
 func TestArrayFileServesMapping(t *testing.T) {
-	dir := copyFixture(t, "daf/arrays")
+	dir := copyFixtureDir(t, "daf/arrays")
 	d, _ := openDataset(t, dir)
 	for _, rel := range []string{"cell,gene#X.array", "cell#i64.array", "cell#flag.array", "cell,gene#u8.array",
 		"cell,gene#sparse.data", "cell,gene#sparse.indices", "cell,gene#sparse.indptr"} {
@@ -104,7 +104,7 @@ func TestArrayFileServesMapping(t *testing.T) {
 }
 
 func TestArrayWritesInPlaceAndRefusesGrowth(t *testing.T) {
-	dir := copyFixture(t, "daf/arrays")
+	dir := copyFixtureDir(t, "daf/arrays")
 	d, _ := openDataset(t, dir)
 	a := mustArray(t, d, "cell#i64.array")
 	if _, err := a.WriteAt([]byte{1, 2, 3, 4, 5, 6, 7, 8}, 8); err != nil {
@@ -136,7 +136,7 @@ func TestArrayWritesInPlaceAndRefusesGrowth(t *testing.T) {
 }
 
 func TestArrayReplace(t *testing.T) {
-	dir := copyFixture(t, "daf/arrays")
+	dir := copyFixtureDir(t, "daf/arrays")
 	d, _ := openDataset(t, dir)
 	a := mustArray(t, d, "cell#flag.array")
 	path := filepath.Join(dir, "cell#flag.array")
@@ -198,7 +198,7 @@ func TestArrayRecognisedWhenYamlArrives(t *testing.T) {
 }
 
 func TestRenameRefusesWrongSizeOntoArray(t *testing.T) {
-	dir := copyFixture(t, "daf/arrays")
+	dir := copyFixtureDir(t, "daf/arrays")
 	d, _ := openDataset(t, dir)
 	os.WriteFile(filepath.Join(dir, "tmp"), []byte("short"), 0o644)
 	err := d.Rename("tmp", "cell#flag.array", 0)

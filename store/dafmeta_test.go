@@ -8,14 +8,18 @@ import (
 	"testing"
 )
 
-// fixtureDir is a fixture of ../shared (written by the original code).
-func fixtureDir(t *testing.T, rel string) string {
+// fixtureDir is a fixture of ../shared (written by the original code),
+// seen from the repository or a git worktree one level deeper.
+func fixtureDir(t testing.TB, rel string) string {
 	t.Helper()
-	p := filepath.Join("..", "..", "shared", "fixtures", rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("fixture %s: %v", rel, err)
+	for _, up := range []string{"..", "../.."} {
+		p := filepath.Join("..", up, "shared", "fixtures", rel)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
 	}
-	return p
+	t.Fatalf("fixture %s not found", rel)
+	return ""
 }
 
 func TestParseArrayMetaFixtures(t *testing.T) {

@@ -43,6 +43,12 @@ type Dataset struct {
 	arrays map[string]*ArrayFile // by dataset-relative path
 
 	dirdb dirdbState
+	// Document stores (docarray_dataset.go): open ones by directory,
+	// ones that cannot be served by the signature of their files.
+	openMu    sync.Mutex
+	docs      map[string]*DocStore
+	badDocs   map[string][2]fileSig
+	docNotify func(dirRel string, changes []DocChange)
 }
 
 // Open opens the dataset directory root.
@@ -65,11 +71,13 @@ func Open(root string, cfg Config) (*Dataset, error) {
 		cfg.PoolBytes = 64 << 20
 	}
 	return &Dataset{
-		root:   abs,
-		cfg:    cfg,
-		pool:   NewPool(cfg.PoolUnits, cfg.PoolBytes),
-		rep:    newReporter(cfg.Logf),
-		arrays: map[string]*ArrayFile{},
+		root:    abs,
+		cfg:     cfg,
+		pool:    NewPool(cfg.PoolUnits, cfg.PoolBytes),
+		rep:     newReporter(cfg.Logf),
+		arrays:  map[string]*ArrayFile{},
+		docs:    map[string]*DocStore{},
+		badDocs: map[string][2]fileSig{},
 	}, nil
 }
 
@@ -128,7 +136,7 @@ func (d *Dataset) Classify(rel string) (Class, error) {
 // Hidden reports whether name in directory dirRel is arrayfs's or a
 // format's own bookkeeping that the mount never shows.
 func (d *Dataset) Hidden(dirRel, name string) bool {
-	return IsStageName(name)
+	return IsStageName(name) || name == DocMetaName
 }
 
 // Unlisted reports whether name is left out of listings of directory
@@ -232,7 +240,13 @@ func (d *Dataset) Forget(rel string) {
 }
 
 // Sync writes back everything dirty (fsync of the root, unmount).
-func (d *Dataset) Sync() error { return d.pool.FlushAll() }
+func (d *Dataset) Sync() error {
+	err := d.pool.FlushAll()
+	if serr := d.syncStores(); err == nil {
+		err = serr
+	}
+	return err
+}
 
 // Close writes back everything and releases every backing file.
 func (d *Dataset) Close() error {
@@ -242,6 +256,10 @@ func (d *Dataset) Close() error {
 	if err == nil {
 		err = derr
 	}
+	if serr := d.syncStores(); err == nil {
+		err = serr
+	}
+	d.closeStores()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, a := range d.arrays {
@@ -293,6 +311,7 @@ func (d *Dataset) Rename(from, to string, flags uint) error {
 	}
 	d.Forget(from)
 	d.Forget(to)
+	d.renameStores(from, to, flags&unix.RENAME_EXCHANGE != 0)
 	return nil
 }
 

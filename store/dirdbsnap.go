@@ -34,19 +34,6 @@ var (
 	racyWindow = 2 * time.Second
 )
 
-// fileSig identifies one version of a file: an in-place rewrite changes
-// the size or the timestamps, a replacement the inode.
-type fileSig struct {
-	dev, ino     uint64
-	size         int64
-	mtime, ctime int64 // ns
-}
-
-func sigOf(st *syscall.Stat_t) fileSig {
-	return fileSig{dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
-		mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
-}
-
 // racy reports whether the version's timestamps are too close to now to
 // tell it from a later change made in the same clock tick.
 func (s fileSig) racy(now time.Time) bool {

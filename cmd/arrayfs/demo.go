@@ -56,6 +56,8 @@ Try, in another terminal:
   od -A d -t d8 %[2]s/cell#age.array | head -3
   /usr/bin/python3 -c "import pickle; print(pickle.load(open('%[2]s/db/hello.pickle', 'rb')))"
   cat %[2]s/db/hello.json
+  ls -f %[2]s/docs; cat %[2]s/docs/.docarray; od -c %[2]s/docs/hello | head
+  cp %[2]s/docs/hello %[2]s/docs/hello-again      # a new document (bytes must be a DocumentProto)
   rsync -a %[2]s/ /tmp/arrayfs-demo-copy/
   cat %[2]s/.arrayfs/stats.json
 
@@ -72,7 +74,7 @@ func writeDemoDataset(dir string) error {
 	files := map[string]string{
 		"__daf__.yaml": "version:\n- 1\n- 0\n",
 		"created.yaml": "2026-11-22 00:00:00\n",
-		"README.txt":   "A demo dataset of arrayfs: daf arrays (dense and sparse), a dirdb database (db/) and plain files.\n",
+		"README.txt":   "A demo dataset of arrayfs: daf arrays (dense and sparse), a docarray store (docs/), a dirdb database (db/) and plain files.\n",
 	}
 	cellAxis, geneAxis := "cell\n", "gene\n"
 	for i := 0; i < cells; i++ {
@@ -127,7 +129,10 @@ func writeDemoDataset(dir string) error {
 	if err := store.WriteSparseArray(dir, "cell,gene#sparse", cells, genes, "float32", "int32", data, indices, indptr); err != nil {
 		return err
 	}
-	return writeDemoDirdb(filepath.Join(dir, "db"))
+	if err := writeDemoDirdb(filepath.Join(dir, "db")); err != nil {
+		return err
+	}
+	return writeDemoDocs(filepath.Join(dir, "docs"))
 }
 
 // writeDemoDirdb writes a dirdb database with one entry, as dirdb
@@ -150,4 +155,15 @@ func writeDemoDirdb(db string) error {
 		}
 	}
 	return nil
+}
+
+// writeDemoDocs writes a small docarray store: a few text documents,
+// one with an id longer than the key length, one with a '/' in its id.
+func writeDemoDocs(dir string) error {
+	keys := []string{"hello", "world", "a/b", "an-id-longer-than-thirty-six-characters-truncated"}
+	var docs [][]byte
+	for i, k := range keys {
+		docs = append(docs, store.TextDocument(k, fmt.Sprintf("demo document %d: %s", i, k)))
+	}
+	return store.WriteDocStore(dir, store.DefaultKeyLength, keys, docs)
 }

@@ -28,6 +28,7 @@ func init() {
 		"mount":   mountCommand,
 		"umount":  umountCommand,
 		"check":   checkCommand,
+		"prune":   pruneCommand,
 		"demo":    demoCommand,
 		"version": {usage: "arrayfs version", help: "Prints the version of arrayfs and of the libraries it is built with.", run: runVersion},
 		"help":    {usage: "arrayfs help [COMMAND]", help: "Prints the usage of arrayfs or of one command.", run: runHelp},

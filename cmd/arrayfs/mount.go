@@ -152,6 +152,10 @@ func daemonize(m *mountArgs) error {
 	cmd.Stdin, cmd.Stdout = nil, nil
 	if m.logFile == "" {
 		cmd.Stderr = os.Stderr // until it has mounted and switched to syslog
+	} else if lf, err := os.OpenFile(m.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+		// A crash (a Go panic goes to stderr) must land in the log too.
+		defer lf.Close()
+		cmd.Stderr = lf
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

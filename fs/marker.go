@@ -1,0 +1,307 @@
+package fs
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/arrayfs/arrayfs/store"
+)
+
+// markerNode is the .docarray file of a store directory: rendered from
+// the store (its key length and the keys in store order), and written to
+// make a store (in a plain directory) or to give one an order.
+type markerNode struct {
+	node
+
+	mu sync.Mutex
+	// creating is the handle writing this marker into a plain directory,
+	// which becomes a store when it is closed.
+	creating *markerWriteHandle
+}
+
+var (
+	_ gofs.NodeOpener        = (*markerNode)(nil)
+	_ gofs.NodeGetattrer     = (*markerNode)(nil)
+	_ gofs.NodeSetattrer     = (*markerNode)(nil)
+	_ gofs.NodeGetxattrer    = (*markerNode)(nil)
+	_ gofs.NodeSetxattrer    = (*markerNode)(nil)
+	_ gofs.NodeListxattrer   = (*markerNode)(nil)
+	_ gofs.NodeRemovexattrer = (*markerNode)(nil)
+)
+
+func (n *markerNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return 0, syscall.ENODATA
+}
+
+func (n *markerNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.ENOTSUP
+}
+
+func (n *markerNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) { return 0, 0 }
+
+func (n *markerNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return syscall.ENOTSUP
+}
+
+func (n *dirNode) markerInode(ctx context.Context, s *store.DocStore, a *fuse.Attr) (*gofs.Inode, syscall.Errno) {
+	mn := &markerNode{node: node{fsys: n.fsys}}
+	ch := n.NewInode(ctx, mn, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: store.MarkerIno(n.dirIno())})
+	if s != nil {
+		data, meta := s.Marker()
+		fillMarkerAttr(a, int64(len(data)), meta)
+	}
+	return ch, 0
+}
+
+func fillMarkerAttr(a *fuse.Attr, size int64, m store.DocMeta) {
+	fillDocAttr(a, store.DocEntry{Size: size, Meta: m})
+}
+
+// createMarker is the creation of .docarray in a plain directory: the
+// directory becomes a store when the file is closed with a valid marker.
+func (n *dirNode) createMarker(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	ch, _ := n.markerInode(ctx, nil, &out.Attr)
+	mn := ch.Operations().(*markerNode)
+	meta := callerMeta(ctx, mode)
+	fillMarkerAttr(&out.Attr, 0, meta)
+	h := &markerWriteHandle{fsys: n.fsys, node: mn, dir: n, meta: meta, dirty: true}
+	mn.mu.Lock()
+	mn.creating = h
+	mn.mu.Unlock()
+	return ch, h, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// dir is the directory the marker is in.
+func (n *markerNode) dir() *dirNode {
+	_, parent := n.Parent()
+	if parent == nil {
+		return nil
+	}
+	d, _ := parent.Operations().(*dirNode)
+	return d
+}
+
+func (n *markerNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.mu.Lock()
+	c := n.creating
+	n.mu.Unlock()
+	if c != nil {
+		c.mu.Lock()
+		fillMarkerAttr(&out.Attr, int64(len(c.buf)), c.meta)
+		c.mu.Unlock()
+		return 0
+	}
+	d := n.dir()
+	if d == nil {
+		return syscall.ENOENT
+	}
+	s := d.docStore()
+	if s == nil {
+		return syscall.ENOENT
+	}
+	data, meta := s.Marker()
+	fillMarkerAttr(&out.Attr, int64(len(data)), meta)
+	if w, ok := f.(*markerWriteHandle); ok {
+		w.mu.Lock()
+		if w.dirty {
+			out.Size = uint64(len(w.buf))
+		}
+		w.mu.Unlock()
+	}
+	// The content follows the store: let the kernel ask again.
+	out.SetTimeout(0)
+	return 0
+}
+
+func (n *markerNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fsys.readOnly() {
+		return syscall.EROFS
+	}
+	if size, ok := in.GetSize(); ok {
+		w, isW := f.(*markerWriteHandle)
+		if !isW {
+			return syscall.EPERM
+		}
+		w.truncate(int64(size))
+	}
+	var c store.AttrChange
+	if m, ok := in.GetMode(); ok {
+		c.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		c.UID = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		c.GID = &g
+	}
+	if t, ok := in.GetMTime(); ok {
+		ns := t.UnixNano()
+		c.Mtime = &ns
+	}
+	n.mu.Lock()
+	cr := n.creating
+	n.mu.Unlock()
+	switch {
+	case c == (store.AttrChange{}):
+	case cr != nil:
+		cr.mu.Lock()
+		store.ApplyAttr(&cr.meta, c)
+		cr.mu.Unlock()
+	default:
+		d := n.dir()
+		if d == nil {
+			return syscall.ENOENT
+		}
+		s := d.docStore()
+		if s == nil {
+			return syscall.ENOENT
+		}
+		if _, err := s.SetMarkerAttr(c); err != nil {
+			return n.fsys.errno(err)
+		}
+	}
+	return n.Getattr(ctx, f, out)
+}
+
+func (n *markerNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	writing := flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 || flags&syscall.O_TRUNC != 0
+	if writing && n.fsys.readOnly() {
+		return nil, 0, syscall.EROFS
+	}
+	d := n.dir()
+	if d == nil {
+		return nil, 0, syscall.ENOENT
+	}
+	s := d.docStore()
+	if s == nil {
+		return nil, 0, syscall.ENOENT
+	}
+	if writing {
+		h, errno := n.openWriter(s, flags)
+		return h, fuse.FOPEN_DIRECT_IO, errno
+	}
+	data, _ := s.Marker()
+	// DIRECT_IO: the content is made at open and changes with the store.
+	return &bytesHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+func (n *markerNode) openWriter(s *store.DocStore, flags uint32) (*markerWriteHandle, syscall.Errno) {
+	h := &markerWriteHandle{fsys: n.fsys, node: n, dir: n.dir(), store: s}
+	if flags&syscall.O_TRUNC != 0 {
+		h.dirty = true
+	} else {
+		data, _ := s.Marker()
+		h.buf = append([]byte(nil), data...)
+	}
+	return h, 0
+}
+
+// markerWriteHandle buffers a marker being written; closing it applies
+// it (or makes the store, for a marker created in a plain directory).
+type markerWriteHandle struct {
+	fsys  *FS
+	node  *markerNode
+	dir   *dirNode
+	store *store.DocStore // nil: creating a store
+
+	mu    sync.Mutex
+	buf   []byte
+	meta  store.DocMeta
+	dirty bool
+	done  bool
+}
+
+var (
+	_ gofs.FileReader   = (*markerWriteHandle)(nil)
+	_ gofs.FileWriter   = (*markerWriteHandle)(nil)
+	_ gofs.FileFlusher  = (*markerWriteHandle)(nil)
+	_ gofs.FileFsyncer  = (*markerWriteHandle)(nil)
+	_ gofs.FileReleaser = (*markerWriteHandle)(nil)
+)
+
+func (h *markerWriteHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off >= int64(len(h.buf)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData(dest[:copy(dest, h.buf[off:])]), 0
+}
+
+func (h *markerWriteHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if end := off + int64(len(data)); end > int64(len(h.buf)) {
+		h.buf = append(h.buf, make([]byte, end-int64(len(h.buf)))...)
+	}
+	copy(h.buf[off:], data)
+	h.dirty = true
+	return uint32(len(data)), 0
+}
+
+func (h *markerWriteHandle) truncate(size int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if size <= int64(len(h.buf)) {
+		h.buf = h.buf[:size]
+	} else {
+		h.buf = append(h.buf, make([]byte, size-int64(len(h.buf)))...)
+	}
+	h.dirty = true
+}
+
+func (h *markerWriteHandle) apply() syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.dirty {
+		return 0
+	}
+	var err error
+	if h.store == nil {
+		var moved []string
+		h.store, moved, err = h.fsys.ds.CreateDocStore(h.dir.rel(), h.buf, h.meta, "")
+		if err == nil {
+			h.node.mu.Lock()
+			h.node.creating = nil
+			h.node.mu.Unlock()
+			h.dir.notifyEntries(moved...)
+		}
+	} else {
+		err = h.store.WriteMarker(h.buf, nil)
+	}
+	if err != nil {
+		return h.fsys.errno(err)
+	}
+	h.dirty, h.done = false, true
+	go h.node.NotifyContent(0, 0)
+	return 0
+}
+
+func (h *markerWriteHandle) Flush(ctx context.Context) syscall.Errno { return h.apply() }
+
+func (h *markerWriteHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if errno := h.apply(); errno != 0 {
+		return errno
+	}
+	return h.fsys.errno(h.fsys.ds.Sync())
+}
+
+func (h *markerWriteHandle) Release(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.store == nil && !h.done {
+		// The marker was refused: the directory stays plain and the
+		// name goes.
+		h.node.mu.Lock()
+		h.node.creating = nil
+		h.node.mu.Unlock()
+		h.fsys.logf("%s: %s was not a valid marker; the directory stays a plain directory", filepath.Join(h.dir.rel(), store.DocMarkerName), store.DocMarkerName)
+		h.dir.notifyEntries(store.DocMarkerName)
+	}
+	return 0
+}

@@ -1,0 +1,112 @@
+package fuse_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDocLongAndEscapedNames: keys that cannot be file names as they
+// are: escaped, or shortened with a hash past 255 bytes; both read
+// back, and the shortened one can be rewritten in place.
+func TestDocLongAndEscapedNames(t *testing.T) {
+	root := t.TempDir()
+	long := strings.Repeat("😀", 80) // 320 bytes of UTF-8
+	docs := []storeDoc{
+		{"plain", pbDoc("plain", "p")},
+		{long, pbDoc(long, "long")},
+		{"../x", pbDoc("../x", "dots and a slash")},
+		{"..", pbDoc("..", "dotdot")},
+		{"100%", pbDoc("100%", "percent")},
+	}
+	writeDocStore(t, filepath.Join(root, "s"), 80, docs)
+	m := mount(t, root)
+	names := readdirNames(t, m.Path("s"))
+	if len(names) != 6 || names[0] != "plain" || names[2] != "..%2Fx" || names[3] != "%2E%2E" || names[4] != "100%25" {
+		t.Fatalf("names %q", names)
+	}
+	if n := names[1]; len(n) > 255 || !strings.Contains(n, "%#") || !strings.HasPrefix(n, "😀😀") {
+		t.Fatalf("long key's name %q (%d bytes)", n, len(n))
+	}
+	for i, n := range names[:5] {
+		if got := mustRead(t, m.Path("s/"+n)); !bytes.Equal(got, docs[i].Data) {
+			t.Errorf("%s: %q", n, got)
+		}
+	}
+	newLong := pbDoc(long, "rewritten through the shortened name")
+	if err := os.WriteFile(m.Path("s/"+names[1]), newLong, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.Path("s/50%off"), pbDoc("x", "y"), 0o644); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("non-canonical name: %v", err)
+	}
+	m.Unmount()
+	docs[1].Data = newLong
+	sameDocs(t, "on disk", readDocStore(t, filepath.Join(root, "s"), 80).Docs, docs)
+}
+
+// TestDocMoveAndExchange: mv between two stores moves the document (and
+// its inode number); RENAME_EXCHANGE swaps two names in a store.
+func TestDocMoveAndExchange(t *testing.T) {
+	root := t.TempDir()
+	a, b, c := pbDoc("a", "A"), pbDoc("b", "B"), pbDoc("c", "C")
+	writeDocStore(t, filepath.Join(root, "s1"), 36, []storeDoc{{"a", a}, {"b", b}})
+	writeDocStore(t, filepath.Join(root, "s2"), 36, []storeDoc{{"c", c}})
+	m := mount(t, root)
+	var st0, st1 syscall.Stat_t
+	syscall.Stat(m.Path("s1/a"), &st0)
+	run(t, "mv", m.Path("s1/a"), m.Path("s2/a-moved"))
+	if err := syscall.Stat(m.Path("s2/a-moved"), &st1); err != nil || st1.Ino != st0.Ino {
+		t.Errorf("moved document: inode %d, was %d (%v)", st1.Ino, st0.Ino, err)
+	}
+	if err := renameExchange(m.Path("s2/c"), m.Path("s2/a-moved")); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, m.Path("s2/c")); !bytes.Equal(got, a) {
+		t.Errorf("after exchange c holds %q", got)
+	}
+	m.Unmount()
+	sameDocs(t, "s1", readDocStore(t, filepath.Join(root, "s1"), 36).Docs, []storeDoc{{"b", b}})
+	sameDocs(t, "s2", readDocStore(t, filepath.Join(root, "s2"), 36).Docs, []storeDoc{{"a-moved", c}, {"c", a}})
+}
+
+// TestDocUntouchedMtimeAndLocks: an untouched document shows body.bin's
+// mtime as first seen, and keeps it; a read-only mount refuses writes;
+// a second mount of a locked store serves it read-only.
+func TestDocUntouchedMtimeAndLocks(t *testing.T) {
+	root, _ := fixtureStore(t)
+	body := filepath.Join(root, "store", "body.bin")
+	first, _ := os.Stat(body)
+	m := mount(t, root)
+	if fi, err := os.Stat(m.Path("store/doc-010")); err != nil || !fi.ModTime().Equal(first.ModTime()) {
+		t.Errorf("untouched mtime %v, body.bin %v (%v)", fi.ModTime(), first.ModTime(), err)
+	}
+	// A second mount of the same dataset finds the store locked.
+	m2 := mount(t, root)
+	if err := os.WriteFile(m2.Path("store/x"), pbDoc("x", "x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write into a store locked by another mount: %v", err)
+	}
+	if got := mustRead(t, m2.Path("store/doc-010")); len(got) == 0 {
+		t.Error("locked store not readable")
+	}
+	m2.Unmount()
+	if log := readFile(m2.Log); !strings.Contains(log, "lock") {
+		t.Errorf("second mount's log:\n%s", log)
+	}
+	m.Unmount()
+	later := first.ModTime().Add(time.Hour)
+	os.Chtimes(body, later, later)
+	m = mount(t, root, "ro")
+	if fi, err := os.Stat(m.Path("store/doc-010")); err != nil || !fi.ModTime().Equal(first.ModTime()) {
+		t.Errorf("untouched mtime after body.bin changed: %v, want %v (%v)", fi.ModTime(), first.ModTime(), err)
+	}
+	if err := os.WriteFile(m.Path("store/doc-010"), pbDoc("x", "x"), 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("write on a read-only mount: %v", err)
+	}
+	m.Unmount()
+}

@@ -1,0 +1,614 @@
+package store
+
+import (
+	"fmt"
+	"hash/maphash"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A DocStore is one DocumentArrayMemmap store (a directory holding
+// header.bin and body.bin) served as a directory of documents.
+//
+// header.bin is parsed once, at open, into a compact index: one slot per
+// header record (24 bytes each), a map from a 64-bit hash of each key to
+// its slot, and small overlays (s.ext) for the few documents changed
+// through the mount. Keys are not kept in memory: they are decoded from
+// the header when needed. Document bytes are served from a mapping of
+// body.bin; a document changed and not yet written back is served from
+// its pending version.
+//
+// The store is the pool Owner of its documents' new versions (one unit
+// per document, its new bytes) and of one unit ("h") standing for every
+// header-only change (tombstones, renames, metadata), which any
+// write-back writes too. See docarray_writeback.go for the write order.
+//
+// Slot invariants (s.mu):
+//   - slot i is header record i; len(slots) >= nrec. Slots past nrec have
+//     no record yet (a new document, or a rank reserved by an adopted
+//     order).
+//   - fLive: a document is in the slot and shown. It has bytes on disk
+//     (fWritten, start/size) or a pending version (ext.pending), or both.
+//   - fRecLive/fKeyDisk describe the record on disk: live, and carrying
+//     the key of the document now in the slot. A slot that is not fLive
+//     but fRecLive is a tombstone still to be written (in recDirty).
+//   - fShadow: a later live record of a key already live at an earlier
+//     slot (the original serves the later record's bytes at the earlier
+//     position, and so do we); fBad: a record that cannot be served.
+//     Both are left on disk as they are until the document is changed.
+//   - byHash/collide map every live key to its slot.
+type DocStore struct {
+	ds *Dataset
+	k  int
+	rs int // record size
+	id uint64
+	// readOnly: the mount is read-only, or another process holds the lock.
+	readOnly bool
+	lockedBy string
+	seed     maphash.Seed
+
+	// mutMu keeps mutations out while a prune rebuilds the store.
+	// Order: mutMu, then wbMu, then mu.
+	mutMu sync.RWMutex
+	// wbMu serialises write-backs and every change to the files.
+	wbMu sync.Mutex
+	mu   sync.RWMutex
+
+	rel    string   // dataset-relative directory, for messages
+	dir    *os.File // the store directory, flock'd while open
+	header *os.File
+	hmap   *Mapping
+	body   *bodyFile
+	sigs   [2]fileSig // header, body as last seen or written by us
+
+	nrec     int   // records in header.bin
+	bodySize int64 // the append position: always the end of body.bin
+
+	slots    []slot
+	byHash   map[uint64]int32
+	collide  map[string]int32
+	ext      map[int32]*docExtra
+	inoOwner map[uint64]int32 // inode numbers that are not their key's default
+	dups     map[int32][]int32
+	recDirty map[int32]struct{}
+	creating map[string]*newDoc
+	live     int
+	hashed   map[string]string // shortened names of long keys -> key
+
+	// An adopted order (a .docarray marker written with an order): rank
+	// i is reserved for order[i] until every listed key is in place.
+	order       []string
+	orderRank   map[string]int32
+	orderFilled int
+	rewrite     bool // the whole header is to be rewritten (relocation)
+
+	base        DocMeta // what untouched documents show
+	marker      DocMeta
+	metaDirty   map[string]bool
+	markerDirty bool
+	orderDirty  bool
+	storeDirty  bool
+	sidecar     *os.File
+	// sidecarPending: lines rendered and not yet appended.
+	sidecarPending []byte
+	orderGen       uint64
+	markerGen      uint64
+	markerText     []byte
+
+	tailBroken bool
+	closed     bool
+	lastCheck  atomic.Int64 // unix nanoseconds of the last refresh
+	// gen counts the times the files were swapped or reloaded: offsets
+	// in body.bin are not versions across them. reloads counts only
+	// reloads after changes behind our back.
+	gen     uint64
+	reloads uint64
+}
+
+type slotFlags uint32
+
+const (
+	fLive slotFlags = 1 << iota
+	fWritten
+	fRecLive
+	fKeyDisk
+	fShadow
+	fBad
+	fExt
+)
+
+type slot struct {
+	start int64
+	size  int64
+	flags slotFlags
+}
+
+func (sl *slot) loc() docLoc { return docLoc{sl.start, sl.size} }
+
+// docExtra is what the store keeps for a document beyond its slot: only
+// for documents touched through the mount (or moved, or renamed).
+type docExtra struct {
+	slot int32
+	// key is the document's key, always: a reload after a change behind
+	// our back cannot read the old key from the header any more.
+	key     string
+	ino     uint64 // 0: the key's default
+	meta    *DocMeta
+	pending *docVersion
+}
+
+// docVersion is a new content of a document, held by the pool until it
+// is written back. data is immutable.
+type docVersion struct {
+	x    *docExtra
+	data []byte
+	seq  uint64
+}
+
+// versionSeq numbers pending versions (DocEntry.Version).
+var versionSeq atomic.Uint64
+
+func newVersion(x *docExtra, data []byte) *docVersion {
+	return &docVersion{x: x, data: data, seq: versionSeq.Add(1)}
+}
+
+// newDoc is a document created and not yet closed: it has a name and an
+// inode number, no slot. scratch holds a .docarray marker written under a
+// temporary name (rsync's) until it is renamed onto .docarray.
+type newDoc struct {
+	key       string
+	ino       uint64
+	meta      DocMeta
+	scratch   []byte
+	isScratch bool
+}
+
+// bodyFile is one body.bin with its mapping; readers pin it while they
+// hold views, so that a prune replacing body.bin does not pull it away.
+type bodyFile struct {
+	f    *os.File
+	m    *Mapping
+	refs atomic.Int64
+}
+
+func (b *bodyFile) ref() *bodyFile { b.refs.Add(1); return b }
+
+func (b *bodyFile) unref() {
+	if b.refs.Add(-1) == 0 {
+		b.m.Close()
+		b.f.Close()
+	}
+}
+
+// DocEntry is a document as the file system shows it.
+type DocEntry struct {
+	Name    string
+	Key     string
+	Ino     uint64
+	Size    int64
+	Meta    DocMeta
+	Scratch bool // a marker held under a temporary name, not a document
+	// Version changes whenever the content may have: the file system
+	// keeps the kernel's cached pages only while it stays the same.
+	Version uint64
+	// Reloads counts the store's reloads after changes behind arrayfs's
+	// back: the kernel may then also hold a stale size for a moment.
+	Reloads uint64
+}
+
+func (s *DocStore) String() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rel
+}
+
+// Rel is the store directory's dataset-relative path.
+func (s *DocStore) Rel() string { return s.String() }
+
+// KeyLength is the store's key length K.
+func (s *DocStore) KeyLength() int { return s.k }
+
+// ReadOnly reports whether the store refuses changes, and why.
+func (s *DocStore) ReadOnly() (bool, string) { return s.readOnly, s.lockedBy }
+
+// errStoreProblem is a store that cannot be served (reported, then
+// shown as plain files).
+type errStoreProblem struct{ reason string }
+
+func (e *errStoreProblem) Error() string { return e.reason }
+
+// openDocStore opens the store in directory rel of d. A store that
+// cannot be served is returned as an *errStoreProblem.
+func openDocStore(d *Dataset, rel string, cfg Config) (*DocStore, error) {
+	dirPath := d.Path(rel)
+	dir, err := os.OpenFile(dirPath, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, err
+	}
+	s := &DocStore{ds: d, rel: rel, dir: dir, seed: maphash.MakeSeed(), readOnly: cfg.ReadOnly}
+	ok := false
+	defer func() {
+		if !ok {
+			s.closeFiles()
+		}
+	}()
+	if err := unix.Flock(int(dir.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		s.readOnly = true
+		s.lockedBy = fmt.Sprintf("another process holds its lock (%v): served read-only", err)
+	}
+	sc, err := readSidecar(s.dirFd())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", DocMetaName, err)
+	}
+	if err := s.openFiles(); err != nil {
+		return nil, err
+	}
+	// Untouched documents show body.bin's attributes (its mtime as
+	// first seen, kept in the sidecar from then on).
+	var st unix.Stat_t
+	if err := unix.Fstat(int(s.body.f.Fd()), &st); err != nil {
+		return nil, err
+	}
+	s.base = DocMeta{Mtime: st.Mtim.Nano(), Mode: st.Mode & 0o666, UID: st.Uid, GID: st.Gid}
+	hsize := s.sigs[0].size
+	switch {
+	case cfg.KeyLength > 0:
+		s.k = cfg.KeyLength
+	case sc.k > 0 && hsize%int64(docRecordSize(sc.k)) == 0:
+		s.k = sc.k
+	default:
+		c := detectKeyLength(hsize, s.bodySize, func(p []byte, off int64) error {
+			_, err := s.header.ReadAt(p, off)
+			return err
+		})
+		if c.k == 0 {
+			return nil, &errStoreProblem{c.reason}
+		}
+		s.k = c.k
+	}
+	s.rs = docRecordSize(s.k)
+	if hsize%int64(s.rs) != 0 {
+		s.report(fmt.Sprintf("%s is %d bytes, not a whole number of %d-byte records (key_length %d): the trailing %d bytes are ignored",
+			DocHeaderName, hsize, s.rs, s.k, hsize%int64(s.rs)))
+	}
+	if err := s.loadIndex(); err != nil {
+		return nil, err
+	}
+	if s.lockedBy != "" {
+		s.report(s.lockedBy)
+	}
+	s.applySidecar(sc)
+	if !s.readOnly && (!sc.exists || sc.lines > 2*len(sc.docs)+64) {
+		// The first sight of a store fixes what its untouched documents
+		// show (and for good); a long log is compacted.
+		if err := s.compactSidecar(); err != nil {
+			return nil, fmt.Errorf("%s: %w", DocMetaName, err)
+		}
+	}
+	if !s.readOnly {
+		fd, err := unix.Openat(s.dirFd(), DocMetaName, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", DocMetaName, err)
+		}
+		s.sidecar = os.NewFile(uintptr(fd), DocMetaName)
+	}
+	ok = true
+	return s, nil
+}
+
+func (s *DocStore) dirFd() int { return int(s.dir.Fd()) }
+
+// openFiles opens header.bin and body.bin of the store directory.
+func (s *DocStore) openFiles() error {
+	flag := unix.O_RDWR
+	if s.readOnly {
+		flag = unix.O_RDONLY
+	}
+	open := func(name string) (*os.File, *Mapping, fileSig, error) {
+		fd, err := unix.Openat(s.dirFd(), name, flag|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, nil, fileSig{}, fmt.Errorf("%s: %w", name, err)
+		}
+		f := os.NewFile(uintptr(fd), filepath.Join(s.ds.Path(s.rel), name))
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			f.Close()
+			return nil, nil, fileSig{}, err
+		}
+		m, err := OpenMapping(f, true)
+		if err != nil {
+			f.Close()
+			return nil, nil, fileSig{}, err
+		}
+		return f, m, sigOfUnix(&st), nil
+	}
+	h, hm, hsig, err := open(DocHeaderName)
+	if err != nil {
+		return err
+	}
+	b, bm, bsig, err := open(DocBodyName)
+	if err != nil {
+		hm.Close()
+		h.Close()
+		return err
+	}
+	s.header, s.hmap = h, hm
+	bf := &bodyFile{f: b, m: bm}
+	bf.refs.Store(1)
+	s.body = bf
+	s.sigs = [2]fileSig{hsig, bsig}
+	s.bodySize = bsig.size
+	return nil
+}
+
+func (s *DocStore) closeFiles() {
+	if s.body != nil {
+		s.body.unref()
+		s.body = nil
+	}
+	if s.hmap != nil {
+		s.hmap.Close()
+		s.header.Close()
+		s.hmap, s.header = nil, nil
+	}
+	if s.sidecar != nil {
+		s.sidecar.Close()
+		s.sidecar = nil
+	}
+	if s.dir != nil {
+		s.dir.Close() // drops the flock
+		s.dir = nil
+	}
+}
+
+// loadIndex parses header.bin into the slots and the key map.
+func (s *DocStore) loadIndex() error {
+	n := int(s.sigs[0].size / int64(s.rs))
+	s.nrec = n
+	s.slots = make([]slot, n)
+	s.byHash = make(map[uint64]int32, n)
+	s.collide = map[string]int32{}
+	s.ext = map[int32]*docExtra{}
+	s.inoOwner = map[uint64]int32{}
+	s.dups = map[int32][]int32{}
+	s.recDirty = map[int32]struct{}{}
+	if s.creating == nil {
+		s.creating = map[string]*newDoc{}
+	}
+	s.hashed = map[string]string{}
+	s.metaDirty = map[string]bool{}
+	s.live = 0
+	var bad []string
+	nbad := 0
+	var kbuf []byte
+	err := s.scanRecords(0, n, func(i int, rec []byte) {
+		if p := recordProblem(rec, s.k, s.bodySize); p != "" {
+			s.slots[i].flags = fBad
+			nbad++
+			if len(bad) < 3 {
+				bad = append(bad, fmt.Sprintf("record %d: %s", i, p))
+			}
+			return
+		}
+		rr := readRawRecord(rec, s.k)
+		if rr.tombstone() {
+			return
+		}
+		l := rr.loc()
+		kbuf = appendKey(kbuf[:0], rec, s.k)
+		h := maphash.Bytes(s.seed, kbuf)
+		sl := &s.slots[i]
+		sl.start, sl.size = l.start, l.size
+		j, seen := s.byHash[h]
+		if seen && s.diskKey(j) != string(kbuf) {
+			j, seen = s.collide[string(kbuf)]
+			if !seen {
+				s.collide[string(kbuf)] = int32(i)
+			}
+		}
+		if seen {
+			// A duplicate key: the later record's bytes, at the
+			// earlier position, as the original reads it.
+			main := &s.slots[j]
+			main.start, main.size = l.start, l.size
+			sl.flags = fShadow | fRecLive | fKeyDisk
+			s.dups[j] = append(s.dups[j], int32(i))
+			return
+		}
+		if _, c := s.collide[string(kbuf)]; !c {
+			s.byHash[h] = int32(i)
+		}
+		sl.flags = fLive | fWritten | fRecLive | fKeyDisk
+		s.live++
+		if len(kbuf) > 85 {
+			if name := DocName(string(kbuf)); isHashedName(name) {
+				s.hashed[name] = string(kbuf)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if nbad > 0 {
+		s.report(fmt.Sprintf("%d header records cannot be served and are skipped (the others are served): %v", nbad, bad))
+	}
+	if len(s.dups) > 0 {
+		s.report(fmt.Sprintf("%d keys have duplicate records: the later record's bytes are served at the earlier position, as docarray does", len(s.dups)))
+	}
+	return nil
+}
+
+// scanRecords calls f for records [from, to) of header.bin, read in
+// large chunks (a store of a million documents is read in well under a
+// second).
+func (s *DocStore) scanRecords(from, to int, f func(i int, rec []byte)) error {
+	const chunk = 8 << 20
+	per := max(1, chunk/s.rs)
+	buf := make([]byte, min(per, max(to-from, 1))*s.rs)
+	for i := from; i < to; i += per {
+		n := min(per, to-i)
+		b := buf[:n*s.rs]
+		if _, err := s.hmap.ReadAt(b, int64(i)*int64(s.rs)); err != nil {
+			return fmt.Errorf("%s: %w", DocHeaderName, err)
+		}
+		for j := 0; j < n; j++ {
+			f(i+j, b[j*s.rs:(j+1)*s.rs])
+		}
+	}
+	return nil
+}
+
+// diskKey decodes the key of record i from header.bin.
+func (s *DocStore) diskKey(i int32) string {
+	buf := make([]byte, 4*s.k)
+	if _, err := s.hmap.ReadAt(buf, int64(i)*int64(s.rs)); err != nil {
+		return ""
+	}
+	if keyProblem(buf, s.k) != "" {
+		return ""
+	}
+	return string(appendKey(nil, buf, s.k))
+}
+
+// keyOf is the key of the document (or shadow) in slot i.
+func (s *DocStore) keyOf(i int32) string {
+	if x := s.ext[i]; x != nil && s.slots[i].flags&fLive != 0 {
+		return x.key
+	}
+	if s.slots[i].flags&fKeyDisk != 0 {
+		return s.diskKey(i)
+	}
+	return ""
+}
+
+// find returns the slot of the live document key, or -1.
+func (s *DocStore) find(key string) int32 {
+	if i, ok := s.byHash[maphash.String(s.seed, key)]; ok && s.keyOf(i) == key {
+		return i
+	}
+	if i, ok := s.collide[key]; ok {
+		return i
+	}
+	return -1
+}
+
+func (s *DocStore) indexKey(key string, i int32) {
+	h := maphash.String(s.seed, key)
+	if _, taken := s.byHash[h]; taken {
+		s.collide[key] = i
+	} else {
+		s.byHash[h] = i
+	}
+	if len(key) > 85 {
+		if name := DocName(key); isHashedName(name) {
+			s.hashed[name] = key
+		}
+	}
+}
+
+func (s *DocStore) unindexKey(key string, i int32) {
+	h := maphash.String(s.seed, key)
+	if j, ok := s.byHash[h]; ok && j == i {
+		delete(s.byHash, h)
+	} else {
+		delete(s.collide, key)
+	}
+	if len(key) > 85 {
+		delete(s.hashed, DocName(key))
+	}
+}
+
+// extFor returns the docExtra of slot i, making one.
+func (s *DocStore) extFor(i int32) *docExtra {
+	if x := s.ext[i]; x != nil {
+		return x
+	}
+	if s.slots[i].flags&fKeyDisk == 0 {
+		panic("docarray: slot without a key on disk has no extra")
+	}
+	x := &docExtra{slot: i, key: s.diskKey(i)}
+	s.ext[i] = x
+	s.slots[i].flags |= fExt
+	return x
+}
+
+// docIno is the inode number a key has by default in store id: a hash
+// in the top quarter of the number space, far from the backing file
+// system's numbers and from arrayfs's own (at the very top).
+func docIno(id uint64, key string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < 8; i++ {
+		h ^= uint64(byte(id >> (8 * i)))
+		h *= 1099511628211
+	}
+	for i := 0; i < len(key); i++ {
+		h ^= uint64(key[i])
+		h *= 1099511628211
+	}
+	return inoSpace(h)
+}
+
+func inoSpace(h uint64) uint64 {
+	v := 0xC000000000000000 | h&0x3FFFFFFFFFFFFFFF
+	if v > ^uint64(0)-1<<16 {
+		v -= 1 << 17
+	}
+	return v
+}
+
+func (s *DocStore) inoOf(i int32, key string) uint64 {
+	if x := s.ext[i]; x != nil && x.ino != 0 {
+		return x.ino
+	}
+	return docIno(s.id, key)
+}
+
+func (s *DocStore) metaOf(i int32) DocMeta {
+	if x := s.ext[i]; x != nil && x.meta != nil {
+		return *x.meta
+	}
+	return s.base
+}
+
+func (s *DocStore) sizeOf(i int32) int64 {
+	if x := s.ext[i]; x != nil && x.pending != nil {
+		return int64(len(x.pending.data))
+	}
+	return s.slots[i].size
+}
+
+func (s *DocStore) entry(i int32, key string) DocEntry {
+	e := DocEntry{Name: DocName(key), Key: key, Ino: s.inoOf(i, key), Size: s.sizeOf(i), Meta: s.metaOf(i), Reloads: s.reloads}
+	if x := s.ext[i]; x != nil && x.pending != nil {
+		e.Version = x.pending.seq << 1
+	} else {
+		sl := &s.slots[i]
+		e.Version = (uint64(sl.start)*1099511628211^uint64(sl.size)*14695981039346656037^s.gen<<40)<<1 | 1
+	}
+	return e
+}
+
+func (nd *newDoc) entry() DocEntry {
+	e := DocEntry{Name: DocName(nd.key), Key: nd.key, Ino: nd.ino, Meta: nd.meta, Scratch: nd.isScratch}
+	e.Size = int64(len(nd.scratch))
+	return e
+}
+
+// report logs a problem of the store once.
+func (s *DocStore) report(reason string) {
+	s.ds.Report(Problem{Path: s.rel, Reason: reason})
+}
+
+// now is the time stamps of changes, in nanoseconds.
+func now() int64 { return time.Now().UnixNano() }
+
+func (s *DocStore) unitKey(ino uint64) string { return "d" + strconv.FormatUint(ino, 16) }
+
+// headerUnit stands in the pool for the store's header-only changes.
+func (s *DocStore) headerUnit() *Unit { return &Unit{Owner: s, Key: "h", Size: 1} }
