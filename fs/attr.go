@@ -57,6 +57,7 @@ func lstatOut(p string, out *fuse.AttrOut) syscall.Errno {
 		return gofs.ToErrno(err)
 	}
 	out.FromStat(&st)
+	out.Ino = 0 // the node's own number, as in fileNode.Getattr
 	return 0
 }
 

@@ -112,6 +112,7 @@ func (n *dirNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Attr
 		return gofs.ToErrno(err)
 	}
 	out.FromStat(&st)
+	out.Ino = 0 // the node's own number, as in fileNode.Getattr
 	return 0
 }
 

@@ -79,6 +79,10 @@ func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Att
 		return gofs.ToErrno(err)
 	}
 	out.FromStat(&st)
+	// A file replaced by a rename (an atomic save) has a new inode, but
+	// this node keeps the number it was looked up with until the kernel
+	// looks the name up again.
+	out.Ino = 0
 	n.mu.Lock()
 	if n.staging != nil {
 		if size, err := n.staging.stage.Size(); err == nil {

@@ -178,6 +178,9 @@ func (h *stagedArrayHandle) commit() syscall.Errno {
 	if h.node.staging == h {
 		h.node.staging = nil
 	}
+	if err == nil {
+		h.node.replaced()
+	}
 	return h.fsys.errno(err)
 }
 

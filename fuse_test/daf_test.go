@@ -175,7 +175,9 @@ func TestDafRefusedWritesLeaveContentIntact(t *testing.T) {
 		t.Fatalf("staged files left in the dataset: %s", names)
 	}
 
-	// The right size replaces atomically.
+	// The right size replaces atomically, keeping mode and xattrs.
+	run(t, "setfattr", "-n", "user.origin", "-v", "lab", m.Path(flag))
+	run(t, "chmod", "0604", m.Path(flag))
 	right := filepath.Join(t.TempDir(), "right")
 	newFlags := bytes.Repeat([]byte{1, 0}, 500)
 	os.WriteFile(right, newFlags, 0o644)
@@ -183,12 +185,30 @@ func TestDafRefusedWritesLeaveContentIntact(t *testing.T) {
 	if got := mustRead(t, m.Path(flag)); !bytes.Equal(got, newFlags) {
 		t.Fatal("cp of the right size not visible through the mount")
 	}
+	// The replacement is a new backing inode; the mount shows it as soon
+	// as the kernel has been told to look the name up again, well before
+	// its one-second entry cache would expire by itself.
+	var bst, mst syscall.Stat_t
+	syscall.Stat(filepath.Join(ds, flag), &bst)
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for syscall.Stat(m.Path(flag), &mst); mst.Ino != bst.Ino && time.Now().Before(deadline); syscall.Stat(m.Path(flag), &mst) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if mst.Ino != bst.Ino {
+		t.Errorf("after a replacement the mount shows inode %d, the backing file is %d", mst.Ino, bst.Ino)
+	}
+	if out := run(t, "getfattr", "--absolute-names", "--only-values", "-n", "user.origin", m.Path(flag)); out != "lab" || bst.Mode&0o777 != 0o604 {
+		t.Errorf("the replacement lost the file's xattr (%q) or mode (%o)", out, bst.Mode&0o777)
+	}
 	m.Unmount()
 	if got := mustRead(t, filepath.Join(ds, flag)); !bytes.Equal(got, newFlags) {
 		t.Fatal("cp of the right size not on disk")
 	}
 	// Every refusal was logged with the path and the reason.
 	log := readFile(m.Log)
+	if strings.Contains(log, "overriding ino") {
+		t.Errorf("go-fuse saw two inode numbers for one node:\n%s", log)
+	}
 	for _, want := range []string{
 		`cell#i64.array: write: refused: writing 16 bytes at offset 7992`,
 		`cell#i64.array: truncate: refused: truncating to 10 bytes`,

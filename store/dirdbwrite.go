@@ -5,12 +5,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // A DirdbEntry is one entry (NAME.pickle + NAME.json) of a database, as
@@ -124,9 +121,6 @@ func (e *DirdbEntry) ensureStageLocked(ctx context.Context, m member, keep bool,
 	if err != nil {
 		return nil, &Error{Path: rel, Op: "write", Reason: err.Error(), Errno: ErrnoOf(err)}
 	}
-	// The new version replaces the inode: it takes the file's extended
-	// attributes (ACLs included) as it takes its mode and owner.
-	copyXattrs(target, st.File())
 	e.setStageLocked(m, &dirdbStage{s: st})
 	e.holdStage(1)
 	return ms.stage, nil
@@ -279,30 +273,6 @@ func (e *DirdbEntry) stillPendingLocked(m member) (*dirdbStage, int64) {
 	}
 	s.unsynced = fi.Size()
 	return s, fi.Size()
-}
-
-// copyXattrs copies the extended attributes of src to dst, as far as
-// this process may set them.
-func copyXattrs(src string, dst *os.File) {
-	size, err := unix.Llistxattr(src, nil)
-	if err != nil || size == 0 {
-		return
-	}
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(src, buf)
-	if err != nil {
-		return
-	}
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
-		n, err := unix.Lgetxattr(src, name, nil)
-		if err != nil {
-			continue
-		}
-		val := make([]byte, n)
-		if n, err = unix.Lgetxattr(src, name, val); err == nil {
-			unix.Fsetxattr(int(dst.Fd()), name, val[:n], 0)
-		}
-	}
 }
 
 // DirdbPendingFile runs fn on the pending version of rel, a member

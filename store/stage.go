@@ -71,6 +71,9 @@ func (s *Stage) adopt(old *os.File, keep bool) error {
 			return err
 		}
 	}
+	// The new version replaces the inode: it takes the file's extended
+	// attributes (ACLs included) as it takes its mode and owner.
+	copyXattrs(old.Name(), s.file)
 	if !keep {
 		return nil
 	}
@@ -159,4 +162,28 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("%s: fsync of directory: %w", dir, err)
 	}
 	return nil
+}
+
+// copyXattrs copies the extended attributes of src to dst, as far as
+// this process may set them.
+func copyXattrs(src string, dst *os.File) {
+	size, err := unix.Llistxattr(src, nil)
+	if err != nil || size == 0 {
+		return
+	}
+	buf := make([]byte, size)
+	size, err = unix.Llistxattr(src, buf)
+	if err != nil {
+		return
+	}
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
+		n, err := unix.Lgetxattr(src, name, nil)
+		if err != nil {
+			continue
+		}
+		val := make([]byte, n)
+		if n, err = unix.Lgetxattr(src, name, val); err == nil {
+			unix.Fsetxattr(int(dst.Fd()), name, val[:n], 0)
+		}
+	}
 }
