@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"errors"
 	"syscall"
 
@@ -72,3 +73,21 @@ func listxattr(p string, dest []byte) (uint32, syscall.Errno) {
 }
 
 func asStoreError(err error, target **store.Error) bool { return errors.As(err, target) }
+
+// noXattrs is embedded by nodes without a backing file of their own
+// (documents, markers): docarray has nowhere to keep extended attributes.
+// Setting one is "not supported", which is what makes cp -p and rsync
+// fall back to plain modes instead of failing.
+type noXattrs struct{}
+
+func (noXattrs) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return 0, syscall.ENODATA
+}
+
+func (noXattrs) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return syscall.ENOTSUP
+}
+
+func (noXattrs) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) { return 0, 0 }
+
+func (noXattrs) Removexattr(ctx context.Context, attr string) syscall.Errno { return syscall.ENOTSUP }

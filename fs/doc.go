@@ -16,6 +16,7 @@ import (
 // moves the node, and the name with it).
 type docNode struct {
 	node
+	noXattrs
 
 	mu sync.Mutex
 	// writer is the open handle holding changes not yet committed; its
@@ -37,23 +38,6 @@ var (
 	_ gofs.NodeListxattrer   = (*docNode)(nil)
 	_ gofs.NodeRemovexattrer = (*docNode)(nil)
 )
-
-// Documents have no extended attributes (docarray has nowhere to keep
-// them). Setting one is "not supported", which is what makes cp -p and
-// rsync fall back to plain modes instead of failing.
-func (n *docNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	return 0, syscall.ENODATA
-}
-
-func (n *docNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return syscall.ENOTSUP
-}
-
-func (n *docNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) { return 0, 0 }
-
-func (n *docNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return syscall.ENOTSUP
-}
 
 // locate finds the node's store and current name.
 func (n *docNode) locate() (*store.DocStore, string, syscall.Errno) {

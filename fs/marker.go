@@ -17,6 +17,7 @@ import (
 // make a store (in a plain directory) or to give one an order.
 type markerNode struct {
 	node
+	noXattrs
 
 	mu sync.Mutex
 	// creating is the handle writing this marker into a plain directory,
@@ -33,20 +34,6 @@ var (
 	_ gofs.NodeListxattrer   = (*markerNode)(nil)
 	_ gofs.NodeRemovexattrer = (*markerNode)(nil)
 )
-
-func (n *markerNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	return 0, syscall.ENODATA
-}
-
-func (n *markerNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return syscall.ENOTSUP
-}
-
-func (n *markerNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) { return 0, 0 }
-
-func (n *markerNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return syscall.ENOTSUP
-}
 
 func (n *dirNode) markerInode(ctx context.Context, s *store.DocStore, a *fuse.Attr) (*gofs.Inode, syscall.Errno) {
 	mn := &markerNode{node: node{fsys: n.fsys}}

@@ -87,6 +87,12 @@ bench("array file, 64 MiB in-place pwrite + fsync", "MB/s", 64,
       lambda root: write_inplace(os.path.join(root, big)), runs=2)
 bench("%d plain 1 KiB files, open+read+close" % nsmall, "files/s", nsmall,
       lambda root: small_files(os.path.join(root, "small")), runs=2)
+# Documents through the mount against the same bytes as plain files on
+# the backing file system (what a user would otherwise have to extract).
+direct = best(lambda: small_files(os.path.join(ds, "small")), 2)
+through = best(lambda: small_files(os.path.join(mnt, "docs")), 2)
+rows.append(("%d 1 KiB documents of a docarray store, open+read+close (direct: the same bytes as plain files)" % nsmall,
+             "files/s", nsmall / direct, nsmall / through, direct / through))
 
 version = subprocess.run([binary, "version"], capture_output=True, text=True).stdout.strip()
 print("Measured %s on %s (%s, %d CPUs), %s; best of 2-3 runs each, arrayfs and direct alternating."

@@ -191,33 +191,43 @@ func (s *DocStore) moveDoc(from, to int32) {
 func (s *DocStore) renameInPlace(i int32, to string) {
 	old := s.keyOf(i)
 	ino := s.inoOf(i, old)
-	x := s.ext[i]
-	if x == nil {
-		x = s.extFor(i)
-	}
+	s.detachKey(i, old)
+	s.attachKey(i, to, ino)
+	s.metaDirty[old] = true
+	s.metaDirty[to] = true
+	s.orderChanged()
+}
+
+// detachKey takes the key of slot i out of the key index, the order and
+// the inode table, before the slot gets another key.
+func (s *DocStore) detachKey(i int32, old string) {
+	x := s.extFor(i)
+	x.key = old
 	s.unindexKey(old, i)
 	s.orderFill(i, old, -1)
 	if x.ino != 0 {
 		delete(s.inoOwner, x.ino)
 	}
-	x.key = to
 	s.slots[i].flags &^= fKeyDisk
-	x.ino = 0
-	if ino != docIno(s.id, to) {
+}
+
+// attachKey gives slot i the key and inode number, marks its header
+// record dirty, and lets records that shadowed it show again.
+func (s *DocStore) attachKey(i int32, key string, ino uint64) {
+	x := s.extFor(i)
+	x.key, x.ino = key, 0
+	if ino != docIno(s.id, key) {
 		x.ino = ino
 		s.inoOwner[ino] = i
 	}
-	s.indexKey(to, i)
-	s.orderFill(i, to, +1)
+	s.indexKey(key, i)
+	s.orderFill(i, key, +1)
 	s.recDirty[i] = struct{}{}
 	for _, d := range s.dups[i] {
 		s.slots[d].flags &^= fShadow | fKeyDisk
 		s.recDirty[d] = struct{}{}
 	}
 	delete(s.dups, i)
-	s.metaDirty[old] = true
-	s.metaDirty[to] = true
-	s.orderChanged()
 }
 
 // orderChanged notes that the list of keys (the marker's order) changed.

@@ -108,40 +108,10 @@ func (s *DocStore) renameLocked(from, to string, flags uint) error {
 func (s *DocStore) swapKeys(i1, i2 int32) {
 	k1, k2 := s.keyOf(i1), s.keyOf(i2)
 	ino1, ino2 := s.inoOf(i1, k1), s.inoOf(i2, k2)
-	for _, p := range []struct {
-		i   int32
-		old string
-	}{{i1, k1}, {i2, k2}} {
-		x := s.ext[p.i]
-		if x == nil {
-			x = s.extFor(p.i)
-		}
-		x.key = p.old
-		s.unindexKey(p.old, p.i)
-		s.orderFill(p.i, p.old, -1)
-		if x.ino != 0 {
-			delete(s.inoOwner, x.ino)
-		}
-		s.slots[p.i].flags &^= fKeyDisk
-	}
-	set := func(i int32, key string, ino uint64) {
-		x := s.ext[i]
-		x.key, x.ino = key, 0
-		if ino != docIno(s.id, key) {
-			x.ino = ino
-			s.inoOwner[ino] = i
-		}
-		s.indexKey(key, i)
-		s.orderFill(i, key, +1)
-		s.recDirty[i] = struct{}{}
-		for _, d := range s.dups[i] {
-			s.slots[d].flags &^= fShadow | fKeyDisk
-			s.recDirty[d] = struct{}{}
-		}
-		delete(s.dups, i)
-	}
-	set(i1, k2, ino1)
-	set(i2, k1, ino2)
+	s.detachKey(i1, k1)
+	s.detachKey(i2, k2)
+	s.attachKey(i1, k2, ino1)
+	s.attachKey(i2, k1, ino2)
 	s.metaDirty[k1], s.metaDirty[k2] = true, true
 	s.orderChanged()
 }

@@ -32,6 +32,9 @@ func runDemo(args []string) error {
 		return usagef("the demo runs in the foreground")
 	}
 	mountpoint := m.positional[0]
+	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
+		return err
+	}
 	dir, err := os.MkdirTemp("", "arrayfs-demo-")
 	if err != nil {
 		return err
