@@ -29,7 +29,7 @@ func dafHashes(t *testing.T, dir string) map[string]map[string]any {
 // reader's output) into name -> field -> value.
 func expectedArrays(t *testing.T) map[string]map[string]string {
 	t.Helper()
-	data := mustRead(t, filepath.Join(repoRoot, "..", "shared", "fixtures", "daf", "arrays.expected.txt"))
+	data := mustRead(t, fixturePath(t, "daf/arrays.expected.txt"))
 	out := map[string]map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		f := strings.Split(line, "\t")
