@@ -166,7 +166,17 @@ func (n *markerNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	}
 	s := d.docStore()
 	if s == nil {
-		return nil, 0, syscall.ENOENT
+		if !writing {
+			return nil, 0, syscall.ENOENT
+		}
+		// A marker refused a moment ago may still be in the kernel's
+		// name cache (the notification that drops it is asynchronous):
+		// writing to it is a new attempt to make this directory a store.
+		h := &markerWriteHandle{fsys: n.fsys, node: n, dir: d, meta: callerMeta(ctx, 0o644), dirty: true}
+		n.mu.Lock()
+		n.creating = h
+		n.mu.Unlock()
+		return h, fuse.FOPEN_DIRECT_IO, 0
 	}
 	if writing {
 		h, errno := n.openWriter(s, flags)
