@@ -3,6 +3,8 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -12,13 +14,20 @@ import (
 	"github.com/arrayfs/arrayfs/store"
 )
 
-// setattrPath applies chmod, chown and utimes of a SETATTR to a backing
-// path. Size is not its business: every node type decides what a
-// truncate means for it.
-func setattrPath(p string, in *fuse.SetAttrIn) syscall.Errno {
+// attrSetter is how one kind of target applies chmod, chown and utimes:
+// by path, or by descriptor for a staged file that may have no name.
+type attrSetter struct {
+	chmod  func(mode uint32) error
+	chown  func(uid, gid int) error
+	utimes func(ts []unix.Timespec) error
+}
+
+// apply applies the mode, owner and times of a SETATTR. Size is not its
+// business: every node type decides what a truncate means for it.
+func (a attrSetter) apply(in *fuse.SetAttrIn) error {
 	if m, ok := in.GetMode(); ok {
-		if err := syscall.Chmod(p, m); err != nil {
-			return gofs.ToErrno(err)
+		if err := a.chmod(m); err != nil {
+			return err
 		}
 	}
 	uid, uok := in.GetUID()
@@ -31,8 +40,8 @@ func setattrPath(p string, in *fuse.SetAttrIn) syscall.Errno {
 		if gok {
 			sgid = int(gid)
 		}
-		if err := unix.Fchownat(unix.AT_FDCWD, p, suid, sgid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return gofs.ToErrno(err)
+		if err := a.chown(suid, sgid); err != nil {
+			return err
 		}
 	}
 	mtime, mok := in.GetMTime()
@@ -45,11 +54,55 @@ func setattrPath(p string, in *fuse.SetAttrIn) syscall.Errno {
 		if mok {
 			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
 		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return gofs.ToErrno(err)
-		}
+		return a.utimes(ts)
 	}
-	return 0
+	return nil
+}
+
+// setattrPath applies chmod, chown and utimes of a SETATTR to a backing
+// path (not following a symlink it names).
+func setattrPath(p string, in *fuse.SetAttrIn) syscall.Errno {
+	return gofs.ToErrno(attrSetter{
+		chmod: func(m uint32) error { return syscall.Chmod(p, m) },
+		chown: func(uid, gid int) error { return unix.Fchownat(unix.AT_FDCWD, p, uid, gid, unix.AT_SYMLINK_NOFOLLOW) },
+		utimes: func(ts []unix.Timespec) error {
+			return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+		},
+	}.apply(in))
+}
+
+// setattrFile applies chmod, chown and utimes to an open file.
+func setattrFile(f *os.File, in *fuse.SetAttrIn) error {
+	fd := int(f.Fd())
+	return attrSetter{
+		chmod: func(m uint32) error { return syscall.Fchmod(fd, m&07777) },
+		chown: func(uid, gid int) error { return syscall.Fchown(fd, uid, gid) },
+		// The stage may have no name of its own by then; its
+		// descriptor's /proc link reaches it whatever its name.
+		utimes: func(ts []unix.Timespec) error {
+			return unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), ts, 0)
+		},
+	}.apply(in)
+}
+
+// attrChangeOf is a SETATTR's mode, owner and mtime as the document
+// store takes them.
+func attrChangeOf(in *fuse.SetAttrIn) store.AttrChange {
+	var c store.AttrChange
+	if m, ok := in.GetMode(); ok {
+		c.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		c.UID = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		c.GID = &g
+	}
+	if t, ok := in.GetMTime(); ok {
+		ns := t.UnixNano()
+		c.Mtime = &ns
+	}
+	return c
 }
 
 func lstatOut(p string, out *fuse.AttrOut) syscall.Errno {

@@ -2,13 +2,11 @@ package fs
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
 	"github.com/arrayfs/arrayfs/store"
 )
@@ -198,47 +196,6 @@ func (n *fileNode) pendingXattr(call func(fd int) (int, error)) (uint32, syscall
 		return err
 	})
 	return uint32(sz), gofs.ToErrno(err), ok
-}
-
-// setattrFile applies chmod, chown and utimes to an open file.
-func setattrFile(f *os.File, in *fuse.SetAttrIn) error {
-	fd := int(f.Fd())
-	if m, ok := in.GetMode(); ok {
-		if err := syscall.Fchmod(fd, m&07777); err != nil {
-			return err
-		}
-	}
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		suid, sgid := -1, -1
-		if uok {
-			suid = int(uid)
-		}
-		if gok {
-			sgid = int(gid)
-		}
-		if err := syscall.Fchown(fd, suid, sgid); err != nil {
-			return err
-		}
-	}
-	mtime, mok := in.GetMTime()
-	atime, aok := in.GetATime()
-	if mok || aok {
-		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-		if aok {
-			ts[0] = unix.NsecToTimespec(atime.UnixNano())
-		}
-		if mok {
-			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
-		}
-		// The stage may have no name of its own by then; its
-		// descriptor's /proc link reaches it whatever its name.
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), ts, 0); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // replaced tells the kernel that the backing file of n was replaced

@@ -102,20 +102,7 @@ func (n *docNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 			return errno
 		}
 	}
-	var c store.AttrChange
-	if m, ok := in.GetMode(); ok {
-		c.Mode = &m
-	}
-	if u, ok := in.GetUID(); ok {
-		c.UID = &u
-	}
-	if g, ok := in.GetGID(); ok {
-		c.GID = &g
-	}
-	if t, ok := in.GetMTime(); ok {
-		ns := t.UnixNano()
-		c.Mtime = &ns
-	}
+	c := attrChangeOf(in)
 	if c != (store.AttrChange{}) {
 		if _, err := s.SetAttr(name, c); err != nil {
 			return n.fsys.errno(err)

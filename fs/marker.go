@@ -116,20 +116,7 @@ func (n *markerNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Se
 		}
 		w.truncate(int64(size))
 	}
-	var c store.AttrChange
-	if m, ok := in.GetMode(); ok {
-		c.Mode = &m
-	}
-	if u, ok := in.GetUID(); ok {
-		c.UID = &u
-	}
-	if g, ok := in.GetGID(); ok {
-		c.GID = &g
-	}
-	if t, ok := in.GetMTime(); ok {
-		ns := t.UnixNano()
-		c.Mtime = &ns
-	}
+	c := attrChangeOf(in)
 	n.mu.Lock()
 	cr := n.creating
 	n.mu.Unlock()
