@@ -29,7 +29,7 @@ func (n *fileNode) openDirdb(ctx context.Context, f *store.DirdbFile, flags uint
 		if err != nil {
 			return nil, 0, n.fsys.errno(err)
 		}
-		return &dirdbReadHandle{snap: snap}, fuse.FOPEN_DIRECT_IO, 0
+		return &dirdbReadHandle{viewHandle[*store.Snapshot]{snap}}, fuse.FOPEN_DIRECT_IO, 0
 	}
 	w, err := f.NewWriter(ctx, flags&syscall.O_TRUNC != 0, flags&syscall.O_APPEND != 0)
 	if err != nil {
@@ -96,7 +96,7 @@ func (n *fileNode) getattrDirdb(f gofs.FileHandle, out *fuse.AttrOut) (syscall.E
 	var err error
 	switch h := f.(type) {
 	case *dirdbReadHandle:
-		st = h.snap.Stat()
+		st = h.src.Stat()
 	case *dirdbWriteHandle:
 		st, err = h.w.Stat()
 	default:
@@ -210,22 +210,13 @@ func (n *fileNode) replaced() {
 
 // dirdbReadHandle is a member opened for reading: its snapshot.
 type dirdbReadHandle struct {
-	snap *store.Snapshot
+	viewHandle[*store.Snapshot]
 }
 
 var (
 	_ gofs.FileReader   = (*dirdbReadHandle)(nil)
 	_ gofs.FileReleaser = (*dirdbReadHandle)(nil)
 )
-
-func (h *dirdbReadHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return viewResult{h.snap.View(off, len(dest))}, 0
-}
-
-func (h *dirdbReadHandle) Release(ctx context.Context) syscall.Errno {
-	h.snap.Release()
-	return 0
-}
 
 // dirdbWriteHandle is a member opened for writing: reads and writes go
 // to its pending version, published at the close of its last writer or

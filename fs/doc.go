@@ -173,13 +173,13 @@ func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	}
 	n.cached, n.reloads, n.hasCached = e.Version, e.Reloads, true
 	n.mu.Unlock()
-	return &docReadHandle{r: r, entry: e}, keep, 0
+	return &docReadHandle{viewHandle[*store.DocReader]{r}, e}, keep, 0
 }
 
 // docReadHandle serves one version of a document straight from the
 // mapping of body.bin (or from its pending version).
 type docReadHandle struct {
-	r     *store.DocReader
+	viewHandle[*store.DocReader]
 	entry store.DocEntry
 }
 
@@ -187,15 +187,6 @@ var (
 	_ gofs.FileReader   = (*docReadHandle)(nil)
 	_ gofs.FileReleaser = (*docReadHandle)(nil)
 )
-
-func (h *docReadHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return viewResult{h.r.View(off, len(dest))}, 0
-}
-
-func (h *docReadHandle) Release(ctx context.Context) syscall.Errno {
-	h.r.Release()
-	return 0
-}
 
 // docWriteHandle is a document open for writing. The new content is
 // built in memory (starting from the current one, unless O_TRUNC) and

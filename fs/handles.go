@@ -21,6 +21,25 @@ func (r viewResult) Slices() ([][]byte, fuse.Status)        { return [][]byte{r.
 func (r viewResult) Size() int                              { return len(r.v.Bytes) }
 func (r viewResult) Done()                                  { r.v.Release() }
 
+// viewSource is content that serves pinned views of itself and is
+// released once: a dirdb snapshot, one version of a document.
+type viewSource interface {
+	View(off int64, n int) store.View
+	Release()
+}
+
+// viewHandle is a read-only open file served from a viewSource, zero-copy.
+type viewHandle[S viewSource] struct{ src S }
+
+func (h *viewHandle[S]) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return viewResult{h.src.View(off, len(dest))}, 0
+}
+
+func (h *viewHandle[S]) Release(ctx context.Context) syscall.Errno {
+	h.src.Release()
+	return 0
+}
+
 // arrayHandle is an open data file of a valid array: reads come from the
 // mapping, writes go in place through the pool.
 type arrayHandle struct {

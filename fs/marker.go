@@ -73,6 +73,15 @@ func (n *markerNode) dir() *dirNode {
 	return d
 }
 
+// docStore is the store the marker describes; nil when its directory
+// is gone or is not (or no longer) a store.
+func (n *markerNode) docStore() *store.DocStore {
+	if d := n.dir(); d != nil {
+		return d.docStore()
+	}
+	return nil
+}
+
 func (n *markerNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.mu.Lock()
 	c := n.creating
@@ -83,11 +92,7 @@ func (n *markerNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.A
 		c.mu.Unlock()
 		return 0
 	}
-	d := n.dir()
-	if d == nil {
-		return syscall.ENOENT
-	}
-	s := d.docStore()
+	s := n.docStore()
 	if s == nil {
 		return syscall.ENOENT
 	}
@@ -127,11 +132,7 @@ func (n *markerNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Se
 		store.ApplyAttr(&cr.meta, c)
 		cr.mu.Unlock()
 	default:
-		d := n.dir()
-		if d == nil {
-			return syscall.ENOENT
-		}
-		s := d.docStore()
+		s := n.docStore()
 		if s == nil {
 			return syscall.ENOENT
 		}

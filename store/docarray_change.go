@@ -186,6 +186,19 @@ func (s *DocStore) moveDoc(from, to int32) {
 	}
 }
 
+// lockName takes the locks a change of one document needs and resolves
+// its name to a key; unlock releases them (already done on error).
+func (s *DocStore) lockName(name string) (key string, unlock func(), err error) {
+	s.mutMu.RLock()
+	s.mu.Lock()
+	unlock = func() { s.mu.Unlock(); s.mutMu.RUnlock() }
+	if key, err = s.resolve(name); err != nil {
+		unlock()
+		return "", nil, err
+	}
+	return key, unlock, nil
+}
+
 // renameInPlace gives the document in slot i the key to, keeping its
 // inode number.
 func (s *DocStore) renameInPlace(i int32, to string) {
@@ -320,12 +333,8 @@ func (s *DocStore) Commit(name string, ino uint64, data []byte) error {
 		return err
 	}
 	verr := ValidateDocument(data)
-	s.mutMu.RLock()
-	s.mu.Lock()
-	unlock := func() { s.mu.Unlock(); s.mutMu.RUnlock() }
-	key, err := s.resolve(name)
+	key, unlock, err := s.lockName(name)
 	if err != nil {
-		unlock()
 		return err
 	}
 	i := s.find(key)

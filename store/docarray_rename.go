@@ -153,12 +153,8 @@ func (s *DocStore) insert(name string, data []byte, meta DocMeta, ino uint64, no
 	if verr := ValidateDocument(data); verr != nil {
 		return refuse(filepath.Join(s.Rel(), name), "rename", syscall.EINVAL, "refused: not a DocumentProto (%v)", verr)
 	}
-	s.mutMu.RLock()
-	s.mu.Lock()
-	unlock := func() { s.mu.Unlock(); s.mutMu.RUnlock() }
-	key, err := s.resolve(name)
+	key, unlock, err := s.lockName(name)
 	if err != nil {
-		unlock()
 		return err
 	}
 	at := s.placeNew(key)
