@@ -108,3 +108,26 @@ func TestCLINotPermitted(t *testing.T) {
 		t.Errorf("not permitted: %q", out)
 	}
 }
+
+// Options that go to the kernel reach it; debug logs every request.
+func TestMountOptionsReachTheMount(t *testing.T) {
+	ds := fixture(t, "daf/arrays")
+	m := mount(t, ds, "allow_other,default_permissions,ro", "debug")
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var line string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, " "+m.Dir+" ") {
+			line = l
+		}
+	}
+	for _, want := range []string{" ro,", "allow_other", "default_permissions", "fuse.arrayfs"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("mountinfo lacks %q: %s", want, line)
+		}
+	}
+	mustRead(t, m.Path("cell#i64.yaml"))
+	m.Unmount()
+	if log := readFile(m.Log); !strings.Contains(log, "LOOKUP") || !strings.Contains(log, "cell#i64.yaml") {
+		t.Errorf("debug did not log FUSE requests:\n%.2000s", log)
+	}
+}
