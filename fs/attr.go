@@ -59,15 +59,13 @@ func (a attrSetter) apply(in *fuse.SetAttrIn) error {
 	return nil
 }
 
-// setattrPath applies chmod, chown and utimes of a SETATTR to a backing
-// path (not following a symlink it names).
-func setattrPath(p string, in *fuse.SetAttrIn) syscall.Errno {
+// setattrRel applies chmod, chown and utimes of a SETATTR to the backing
+// file rel itself (never to a symlink's target).
+func setattrRel(back *store.Backing, rel string, in *fuse.SetAttrIn) syscall.Errno {
 	return gofs.ToErrno(attrSetter{
-		chmod: func(m uint32) error { return syscall.Chmod(p, m) },
-		chown: func(uid, gid int) error { return unix.Fchownat(unix.AT_FDCWD, p, uid, gid, unix.AT_SYMLINK_NOFOLLOW) },
-		utimes: func(ts []unix.Timespec) error {
-			return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
-		},
+		chmod:  func(m uint32) error { return back.Chmod(rel, m) },
+		chown:  func(uid, gid int) error { return back.Lchown(rel, uid, gid) },
+		utimes: func(ts []unix.Timespec) error { return back.UtimesNano(rel, ts) },
 	}.apply(in))
 }
 
@@ -105,23 +103,24 @@ func attrChangeOf(in *fuse.SetAttrIn) store.AttrChange {
 	return c
 }
 
-func lstatOut(p string, out *fuse.AttrOut) syscall.Errno {
-	var st syscall.Stat_t
-	if err := syscall.Lstat(p, &st); err != nil {
-		return gofs.ToErrno(err)
+// lstatOut answers GETATTR for a node that is its backing file's name.
+func lstatOut(n *node, out *fuse.AttrOut) syscall.Errno {
+	st, errno := n.lstatOwn()
+	if errno != 0 {
+		return errno
 	}
-	out.FromStat(&st)
-	out.Ino = 0 // the node's own number, as in fileNode.Getattr
+	out.FromStat(&st.Stat_t)
+	out.Ino = 0 // the node's own number
 	return 0
 }
 
-func getxattr(p, attr string, dest []byte) (uint32, syscall.Errno) {
-	sz, err := unix.Lgetxattr(p, attr, dest)
+func getxattr(back *store.Backing, rel, attr string, dest []byte) (uint32, syscall.Errno) {
+	sz, err := back.Getxattr(rel, attr, dest)
 	return uint32(sz), gofs.ToErrno(err)
 }
 
-func listxattr(p string, dest []byte) (uint32, syscall.Errno) {
-	sz, err := unix.Llistxattr(p, dest)
+func listxattr(back *store.Backing, rel string, dest []byte) (uint32, syscall.Errno) {
+	sz, err := back.Listxattr(rel, dest)
 	return uint32(sz), gofs.ToErrno(err)
 }
 

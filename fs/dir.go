@@ -59,11 +59,11 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if n.hidden(name) {
 		return nil, syscall.ENOENT
 	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(n.child(name), &st); err != nil && !n.pendingDirdb(name, &st) {
+	st, err := n.fsys.back.Lstat(n.childRel(name))
+	if err != nil && !n.pendingDirdb(name, &st) {
 		return nil, gofs.ToErrno(err)
 	}
-	out.Attr.FromStat(&st)
+	out.Attr.FromStat(&st.Stat_t)
 	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), 0
 }
 
@@ -71,12 +71,8 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if s := n.docStore(); s != nil {
 		return n.storeReaddir(s)
 	}
-	f, err := os.Open(n.path())
-	if err != nil {
-		return nil, gofs.ToErrno(err)
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
+	dirRel := n.rel()
+	names, err := n.fsys.back.ReadDirNames(dirRel)
 	if err != nil {
 		return nil, gofs.ToErrno(err)
 	}
@@ -84,7 +80,6 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if n.isRoot() && n.fsys.opts.Views == viewsVisible {
 		entries = append(entries, fuse.DirEntry{Name: reservedDir, Mode: syscall.S_IFDIR, Ino: reservedIno})
 	}
-	dirRel := n.rel()
 	for _, name := range names {
 		if n.isRoot() && name == reservedDir {
 			continue
@@ -96,22 +91,28 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		if n.fsys.ds.Unlisted(dirRel, name) {
 			continue
 		}
-		var st syscall.Stat_t
-		if syscall.Lstat(n.child(name), &st) != nil {
+		st, err := n.fsys.back.Lstat(n.childRel(name))
+		if err != nil {
 			continue // gone since the listing
 		}
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: st.Mode, Ino: n.fsys.ino(&st)})
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: st.Mode, Ino: n.fsys.ino(&st.Stat_t)})
 	}
 	entries = n.appendPendingDirdb(entries)
 	return gofs.NewListDirStream(entries), 0
 }
 
+// Getattr of a directory follows its name: a directory has no content
+// of arrayfs's to mix up, and a store swapped in by a prune is the same
+// directory to its users.
 func (n *dirNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	var st syscall.Stat_t
-	if err := syscall.Stat(n.path(), &st); err != nil {
+	st, err := n.fsys.back.Lstat(n.rel())
+	if err != nil {
 		return gofs.ToErrno(err)
 	}
-	out.FromStat(&st)
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return syscall.ESTALE // no longer a directory: look it up again
+	}
+	out.FromStat(&st.Stat_t)
 	out.Ino = 0 // the node's own number, as in fileNode.Getattr
 	return 0
 }
@@ -120,7 +121,7 @@ func (n *dirNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}
-	if errno := setattrPath(n.path(), in); errno != 0 {
+	if errno := setattrRel(n.fsys.back, n.rel(), in); errno != 0 {
 		return errno
 	}
 	return n.Getattr(ctx, f, out)
@@ -130,11 +131,11 @@ func (n *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 	if errno := n.checkNewOther(name); errno != 0 {
 		return nil, errno
 	}
-	p := n.child(name)
-	if err := syscall.Mkdir(p, mode); err != nil {
+	rel := n.childRel(name)
+	if err := n.fsys.back.Mkdir(rel, mode); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	return n.adopt(ctx, p, out, func() { syscall.Rmdir(p) })
+	return n.adopt(ctx, rel, out, func() { n.fsys.back.Rmdir(rel) })
 }
 
 func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
@@ -148,7 +149,7 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	n.fsys.ds.DirdbBeforeRmdir(n.childRel(name))
-	return gofs.ToErrno(syscall.Rmdir(n.child(name)))
+	return gofs.ToErrno(n.fsys.back.Rmdir(n.childRel(name)))
 }
 
 func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -164,39 +165,49 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if ch, fh, fl, errno, ok := n.createDirdb(ctx, name, flags, mode, out); ok {
 		return ch, fh, fl, errno
 	}
-	p := n.child(name)
-	fd, err := syscall.Open(p, int(flags&^syscall.O_APPEND)|syscall.O_CREAT|syscall.O_CLOEXEC, mode)
+	rel := n.childRel(name)
+	fd, err := n.fsys.back.Open(rel, int(flags&^(syscall.O_APPEND|fuse.FMODE_EXEC))|syscall.O_CREAT, mode)
 	if err != nil {
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
-	ch, errno := n.adopt(ctx, p, out, func() { syscall.Unlink(p) })
-	if errno != 0 {
-		syscall.Close(fd)
-		return nil, nil, 0, errno
+	// The descriptor is the file created, whatever its name leads to by
+	// now: it is what gets the caller's owner and names the node.
+	if uid, gid, ok := callerOwner(ctx); ok {
+		if err := syscall.Fchown(fd, uid, gid); err != nil {
+			syscall.Close(fd)
+			n.fsys.back.Unlink(rel)
+			return nil, nil, 0, gofs.ToErrno(err)
+		}
 	}
-	return ch, gofs.NewLoopbackFile(fd), 0, 0
+	st, err := store.Fstat(fd)
+	if err != nil {
+		syscall.Close(fd)
+		return nil, nil, 0, gofs.ToErrno(err)
+	}
+	out.Attr.FromStat(&st.Stat_t)
+	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), gofs.NewLoopbackFile(fd), 0, 0
 }
 
 func (n *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if errno := n.checkNewOther(name); errno != 0 {
 		return nil, errno
 	}
-	p := n.child(name)
-	if err := syscall.Mknod(p, mode, int(dev)); err != nil {
+	rel := n.childRel(name)
+	if err := n.fsys.back.Mknod(rel, mode, int(dev)); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	return n.adopt(ctx, p, out, func() { syscall.Unlink(p) })
+	return n.adopt(ctx, rel, out, func() { n.fsys.back.Unlink(rel) })
 }
 
 func (n *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if errno := n.checkNewOther(name); errno != 0 {
 		return nil, errno
 	}
-	p := n.child(name)
-	if err := syscall.Symlink(target, p); err != nil {
+	rel := n.childRel(name)
+	if err := n.fsys.back.Symlink(target, rel); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	return n.adopt(ctx, p, out, func() { syscall.Unlink(p) })
+	return n.adopt(ctx, rel, out, func() { n.fsys.back.Unlink(rel) })
 }
 
 func (n *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -207,15 +218,20 @@ func (n *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name stri
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	p := n.child(name)
-	if err := syscall.Link(src.path(), p); err != nil {
+	// The link is to the file the node stands for, not to another
+	// file its name has come to lead to.
+	if _, errno := src.lstatOwn(); errno != 0 {
+		return nil, errno
+	}
+	rel := n.childRel(name)
+	if err := n.fsys.back.Link(src.rel(), rel); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(p, &st); err != nil {
+	st, err := n.fsys.back.Lstat(rel)
+	if err != nil {
 		return nil, gofs.ToErrno(err)
 	}
-	out.Attr.FromStat(&st)
+	out.Attr.FromStat(&st.Stat_t)
 	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), 0
 }
 
@@ -266,18 +282,21 @@ func (n *dirNode) Fsync(ctx context.Context, f gofs.FileHandle, flags uint32) sy
 	if err := n.fsys.ds.Sync(); err != nil {
 		return n.fsys.errno(err)
 	}
-	if err := store.SyncDir(n.path()); err != nil {
+	if err := n.fsys.back.SyncDir(n.rel()); err != nil {
 		return gofs.ToErrno(err)
 	}
 	return 0
 }
 
 func (n *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	var s syscall.Statfs_t
-	if err := syscall.Statfs(n.path(), &s); err != nil {
+	var s unix.Statfs_t
+	if err := n.fsys.back.Statfs(&s); err != nil {
 		return gofs.ToErrno(err)
 	}
-	out.FromStatfsT(&s)
+	out.Blocks, out.Bfree, out.Bavail = s.Blocks, s.Bfree, s.Bavail
+	out.Files, out.Ffree = s.Files, s.Ffree
+	out.Bsize, out.Frsize = uint32(s.Bsize), uint32(s.Frsize)
+	out.NameLen = uint32(s.Namelen)
 	return 0
 }
 
@@ -287,7 +306,7 @@ func (n *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint3
 			return sz, errno
 		}
 	}
-	return getxattr(n.path(), attr, dest)
+	return getxattr(n.fsys.back, n.rel(), attr, dest)
 }
 
 func (n *dirNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
@@ -299,18 +318,18 @@ func (n *dirNode) Setxattr(ctx context.Context, attr string, data []byte, flags 
 			return errno
 		}
 	}
-	return gofs.ToErrno(unix.Lsetxattr(n.path(), attr, data, int(flags)))
+	return gofs.ToErrno(n.fsys.back.Setxattr(n.rel(), attr, data, int(flags)))
 }
 
 func (n *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	return listxattr(n.path(), dest)
+	return listxattr(n.fsys.back, n.rel(), dest)
 }
 
 func (n *dirNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}
-	return gofs.ToErrno(unix.Lremovexattr(n.path(), attr))
+	return gofs.ToErrno(n.fsys.back.Removexattr(n.rel(), attr))
 }
 
 // checkNew refuses to create name: on a read-only mount, and for names
@@ -336,21 +355,32 @@ func (n *dirNode) checkNewOther(name string) syscall.Errno {
 	return 0
 }
 
-// adopt gives a file just created at p to the calling user (when the
+// adopt gives a file just created at rel to the calling user (when the
 // mount runs as root for others, as loopback file systems do) and makes
 // its node. undo removes the file if that fails.
-func (n *dirNode) adopt(ctx context.Context, p string, out *fuse.EntryOut, undo func()) (*gofs.Inode, syscall.Errno) {
-	if caller, ok := fuse.FromContext(ctx); ok && os.Geteuid() == 0 && (caller.Uid != 0 || caller.Gid != 0) {
-		if err := syscall.Lchown(p, int(caller.Uid), int(caller.Gid)); err != nil {
+func (n *dirNode) adopt(ctx context.Context, rel string, out *fuse.EntryOut, undo func()) (*gofs.Inode, syscall.Errno) {
+	if uid, gid, ok := callerOwner(ctx); ok {
+		if err := n.fsys.back.Lchown(rel, uid, gid); err != nil {
 			undo()
 			return nil, gofs.ToErrno(err)
 		}
 	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(p, &st); err != nil {
+	st, err := n.fsys.back.Lstat(rel)
+	if err != nil {
 		undo()
 		return nil, gofs.ToErrno(err)
 	}
-	out.Attr.FromStat(&st)
+	out.Attr.FromStat(&st.Stat_t)
 	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), 0
+}
+
+// callerOwner is the owner a file created for the caller gets: the
+// caller's, when the mount runs as root for others (as loopback file
+// systems do); ok is false when the daemon's own identity is right.
+func callerOwner(ctx context.Context) (uid, gid int, ok bool) {
+	caller, found := fuse.FromContext(ctx)
+	if !found || os.Geteuid() != 0 || (caller.Uid == 0 && caller.Gid == 0) {
+		return -1, -1, false
+	}
+	return int(caller.Uid), int(caller.Gid), true
 }

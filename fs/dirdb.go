@@ -24,6 +24,9 @@ import (
 // openDirdb opens a member of a dirdb entry; it owns f's reference.
 func (n *fileNode) openDirdb(ctx context.Context, f *store.DirdbFile, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	defer f.Release()
+	if errno := n.dirdbOwn(); errno != 0 {
+		return nil, 0, errno
+	}
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR) == 0 && flags&syscall.O_TRUNC == 0 {
 		snap, err := f.Snapshot(ctx)
 		if err != nil {
@@ -35,7 +38,9 @@ func (n *fileNode) openDirdb(ctx context.Context, f *store.DirdbFile, flags uint
 	if err != nil {
 		return nil, 0, n.fsys.errno(err)
 	}
-	return &dirdbWriteHandle{fsys: n.fsys, node: n, w: w}, fuse.FOPEN_DIRECT_IO, 0
+	h := &dirdbWriteHandle{fsys: n.fsys, node: n, w: w}
+	n.fresh.add(ctx, h)
+	return h, fuse.FOPEN_DIRECT_IO, 0
 }
 
 // createDirdb creates NAME.pickle (or NAME.json in a database): staged,
@@ -52,8 +57,8 @@ func (n *dirNode) createDirdb(ctx context.Context, name string, flags, mode uint
 	if err != nil {
 		return nil, nil, 0, n.fsys.errno(err), true
 	}
-	out.Attr.FromStat(&st)
-	out.Attr.Ino = n.fsys.ino(&st)
+	out.Attr.FromStat(&st.Stat_t)
+	out.Attr.Ino = n.fsys.ino(&st.Stat_t)
 	fn := &fileNode{node: node{fsys: n.fsys}}
 	ch := n.NewInode(ctx, fn, n.fsys.stable(&st))
 	return ch, &dirdbWriteHandle{fsys: n.fsys, node: fn, w: w}, fuse.FOPEN_DIRECT_IO, 0, true
@@ -61,8 +66,8 @@ func (n *dirNode) createDirdb(ctx context.Context, name string, flags, mode uint
 
 // pendingDirdb fills st for name when it is a member being created (not
 // on disk yet); Lookup shows it.
-func (n *dirNode) pendingDirdb(name string, st *syscall.Stat_t) bool {
-	s, ok, err := n.fsys.ds.DirdbStat(n.childRel(name))
+func (n *dirNode) pendingDirdb(name string, st *store.Stat) bool {
+	s, _, ok, err := n.fsys.ds.DirdbStat(n.childRel(name))
 	if !ok || err != nil {
 		return false
 	}
@@ -73,7 +78,7 @@ func (n *dirNode) pendingDirdb(name string, st *syscall.Stat_t) bool {
 // appendPendingDirdb adds the members being created to a listing.
 func (n *dirNode) appendPendingDirdb(entries []fuse.DirEntry) []fuse.DirEntry {
 	for name, st := range n.fsys.ds.DirdbPending(n.rel()) {
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: st.Mode, Ino: n.fsys.ino(&st)})
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: st.Mode, Ino: n.fsys.ino(&st.Stat_t)})
 	}
 	return entries
 }
@@ -100,11 +105,16 @@ func (n *fileNode) getattrDirdb(f gofs.FileHandle, out *fuse.AttrOut) (syscall.E
 	case *dirdbWriteHandle:
 		st, err = h.w.Stat()
 	default:
-		var ok bool
-		st, ok, err = n.fsys.ds.DirdbStat(n.rel())
+		s, _, ok, serr := n.fsys.ds.DirdbStat(n.rel())
 		if !ok {
 			return 0, false
 		}
+		if serr == nil {
+			if errno := n.dirdbOwn(); errno != 0 {
+				return errno, true
+			}
+		}
+		st, err = s.Stat_t, serr
 	}
 	if err != nil {
 		return gofs.ToErrno(err), true
@@ -112,6 +122,24 @@ func (n *fileNode) getattrDirdb(f gofs.FileHandle, out *fuse.AttrOut) (syscall.E
 	out.FromStat(&st)
 	out.Ino = 0
 	return 0, true
+}
+
+// dirdbOwn checks that node n still stands for its member's file: the
+// published one, or the pending version (a file being created is its
+// stage until its first publication). Otherwise a publication (a new
+// inode) replaced it, and its number may already be another file's:
+// ESTALE makes the kernel look the name up again.
+func (n *fileNode) dirdbOwn() syscall.Errno {
+	file, hasFile, stage, pending, ok := n.fsys.ds.DirdbVersions(n.rel())
+	switch {
+	case !ok:
+		return 0
+	case hasFile && n.isOwn(&file), pending && n.isOwn(&stage):
+		return 0
+	case !hasFile && !pending:
+		return syscall.ENOENT
+	}
+	return syscall.ESTALE
 }
 
 // setattrDirdb applies a SETATTR to a dirdb member: a size change is a
@@ -154,7 +182,7 @@ func (n *fileNode) setattrDirdb(ctx context.Context, f gofs.FileHandle, in *fuse
 			return gofs.ToErrno(err), true
 		}
 		if !staged {
-			if errno := setattrPath(n.fsys.ds.Path(df.Rel()), in); errno != 0 {
+			if errno := setattrRel(n.fsys.back, df.Rel(), in); errno != 0 {
 				return errno, true
 			}
 		}
@@ -208,6 +236,18 @@ func (n *fileNode) replaced() {
 	}
 }
 
+// replacedNow is replaced, done before the current request returns: for
+// a commit in FLUSH or FSYNC, during which the kernel holds no lock of
+// the directory. Then every open that starts after the writer's close(2)
+// returned looks the name up again and finds the new file; only opens
+// already under way meet the old node, answer ESTALE once and are
+// retried by the kernel.
+func (n *fileNode) replacedNow() {
+	if name, parent := n.Parent(); parent != nil {
+		parent.NotifyEntry(name)
+	}
+}
+
 // dirdbReadHandle is a member opened for reading: its snapshot.
 type dirdbReadHandle struct {
 	viewHandle[*store.Snapshot]
@@ -243,13 +283,21 @@ func (h *dirdbWriteHandle) Read(ctx context.Context, dest []byte, off int64) (fu
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
+// truncateOpen is the truncation of the open(O_TRUNC) that made h.
+func (h *dirdbWriteHandle) truncateOpen(ctx context.Context, size int64) syscall.Errno {
+	h.node.fresh.drop(h)
+	return h.fsys.errno(h.w.Truncate(ctx, size))
+}
+
 func (h *dirdbWriteHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.node.fresh.drop(h)
 	n, err := h.w.WriteAt(ctx, data, off)
 	return uint32(n), h.fsys.errno(err)
 }
 
 // Flush is close(2): the last writer's close publishes.
 func (h *dirdbWriteHandle) Flush(ctx context.Context) syscall.Errno {
+	h.node.fresh.drop(h)
 	published, err := h.w.Flush(ctx)
 	return h.after(published, err)
 }
@@ -272,6 +320,7 @@ func (h *dirdbWriteHandle) after(published bool, err error) syscall.Errno {
 }
 
 func (h *dirdbWriteHandle) Release(ctx context.Context) syscall.Errno {
+	h.node.fresh.drop(h)
 	if err := h.w.Release(ctx); err != nil {
 		h.fsys.errno(err)
 	}

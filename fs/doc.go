@@ -14,6 +14,11 @@ import (
 // docNode is one document of a store. It keeps no state of its own: the
 // store and the name are found from its parent at each call (a rename
 // moves the node, and the name with it).
+//
+// Lock order: docWriteHandle.mu, then docNode.mu, then the store's
+// locks. docNode.mu guards only the fields below and is never held while
+// taking a handle's lock: a Getattr racing with a writer (stat beside
+// pwrite and close) would otherwise deadlock both, in D state.
 type docNode struct {
 	node
 	noXattrs
@@ -77,12 +82,14 @@ func (n *docNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Attr
 		}
 	}
 	n.mu.Lock()
-	if w := n.writer; w != nil {
+	w := n.writer
+	n.mu.Unlock()
+	if w != nil {
+		// Without n.mu: the handle's lock comes first (see docNode).
 		if size, dirty := w.pendingSize(); dirty {
 			e.Size = size
 		}
 	}
-	n.mu.Unlock()
 	fillDocAttr(&out.Attr, e)
 	return 0
 }
@@ -94,6 +101,9 @@ func (n *docNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 	s, name, errno := n.locate()
 	if errno != 0 {
 		return errno
+	}
+	if h := n.openTruncation(ctx, f, in); h != nil {
+		f = h.(gofs.FileHandle) // the truncation of an open(O_TRUNC)
 	}
 	if size, ok := in.GetSize(); ok {
 		if h, ok := f.(*docWriteHandle); ok {
@@ -149,6 +159,9 @@ func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 			return nil, 0, n.fsys.errno(err)
 		}
 		h, errno := n.openWriter(s, name, e, flags, false)
+		if errno == 0 {
+			n.fresh.add(ctx, h)
+		}
 		return h, 0, errno
 	}
 	r, e, err := s.Open(name)
@@ -162,6 +175,10 @@ func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	var keep uint32
 	n.mu.Lock()
 	switch {
+	case n.writer != nil:
+		// A new version is being written: the kernel's idea of the
+		// size follows the writer; read this version around it.
+		keep = fuse.FOPEN_DIRECT_IO
 	case n.hasCached && n.reloads != e.Reloads:
 		// The store was changed behind our back and just reloaded:
 		// the kernel may still hold the old size until the
@@ -284,6 +301,7 @@ func (h *docWriteHandle) Read(ctx context.Context, dest []byte, off int64) (fuse
 }
 
 func (h *docWriteHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.node.fresh.drop(h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.load(); err != nil {
@@ -307,7 +325,14 @@ func (h *docWriteHandle) markDirty() {
 	}
 }
 
+// truncateOpen is the truncation of the open(O_TRUNC) that made h.
+func (h *docWriteHandle) truncateOpen(ctx context.Context, size int64) syscall.Errno {
+	h.truncate(size)
+	return 0
+}
+
 func (h *docWriteHandle) truncate(size int64) {
+	h.node.fresh.drop(h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.load() != nil {
@@ -354,9 +379,13 @@ func (h *docWriteHandle) commitLocked(flush bool) syscall.Errno {
 	return 0
 }
 
-func (h *docWriteHandle) Flush(ctx context.Context) syscall.Errno { return h.commit(true) }
+func (h *docWriteHandle) Flush(ctx context.Context) syscall.Errno {
+	h.node.fresh.drop(h)
+	return h.commit(true)
+}
 
 func (h *docWriteHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	h.node.fresh.drop(h)
 	if errno := h.commit(false); errno != 0 {
 		return errno
 	}
@@ -364,6 +393,7 @@ func (h *docWriteHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno 
 }
 
 func (h *docWriteHandle) Release(ctx context.Context) syscall.Errno {
+	h.node.fresh.drop(h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	// Nobody waits for this: a refusal here is only logged.

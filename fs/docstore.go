@@ -29,8 +29,8 @@ func (n *dirNode) docStore() *store.DocStore { return n.fsys.ds.DocStore(n.rel()
 
 // dirIno is the backing directory's inode number (for the marker's).
 func (n *dirNode) dirIno() uint64 {
-	var st syscall.Stat_t
-	if syscall.Stat(n.path(), &st) != nil {
+	st, err := n.fsys.back.Lstat(n.rel())
+	if err != nil {
 		return 0
 	}
 	return st.Ino
@@ -175,15 +175,15 @@ func (n *dirNode) storeRename(src *store.DocStore, name string, dst *dirNode, ds
 // createStoreFromFile turns n (a plain directory) into a store with the
 // marker held by the plain file name of directory from.
 func (n *dirNode) createStoreFromFile(from *dirNode, name string) syscall.Errno {
-	p := from.child(name)
-	var st syscall.Stat_t
-	if err := syscall.Lstat(p, &st); err != nil {
+	rel := from.childRel(name)
+	st, err := n.fsys.back.Lstat(rel)
+	if err != nil {
 		return gofs.ToErrno(err)
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return syscall.EINVAL
 	}
-	data, err := os.ReadFile(p)
+	data, err := n.fsys.back.ReadFile(rel)
 	if err != nil {
 		return gofs.ToErrno(err)
 	}
@@ -196,8 +196,8 @@ func (n *dirNode) createStoreFromFile(from *dirNode, name string) syscall.Errno 
 	if err != nil {
 		return n.fsys.errno(err)
 	}
-	if err := syscall.Unlink(p); err != nil {
-		n.fsys.logf("%s: the store is made; removing %s: %v", n.rel(), p, err)
+	if err := n.fsys.back.Unlink(rel); err != nil {
+		n.fsys.logf("%s: the store is made; removing %s: %v", n.rel(), rel, err)
 	}
 	n.notifyEntries(append(moved, store.DocMarkerName)...)
 	return 0

@@ -2,17 +2,19 @@ package fs
 
 import (
 	"context"
-	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/arrayfs/arrayfs/store"
 )
 
 // backed is a node with a backing file of its own.
 type backed interface {
-	path() string
+	rel() string
+	lstatOwn() (store.Stat, syscall.Errno)
 }
 
 // fileNode is a regular file of the dataset. What serves its content is
@@ -22,11 +24,6 @@ type backed interface {
 // array is served by the engine.
 type fileNode struct {
 	node
-
-	// staging is the open whole-file replacement of this file, if any:
-	// its size is the file's size until it is committed or dropped.
-	mu      sync.Mutex
-	staging *stagedArrayHandle
 }
 
 var (
@@ -52,20 +49,44 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		return n.openDirdb(ctx, cls.Dirdb, flags)
 	}
 	if a := cls.Array; a != nil {
-		if flags&syscall.O_TRUNC != 0 {
-			h, err := n.stageArray(a)
-			if err != nil {
-				return nil, 0, n.fsys.errno(err)
+		if st, err := a.Stat(); err != nil || !n.isOwn(&st) {
+			// The name leads to a replacement of the node's file. An
+			// open for reading that raced with it reads the node's own
+			// version, still open for a moment; any other looks the
+			// name up again.
+			a.Release()
+			if writing {
+				return nil, 0, syscall.ESTALE
 			}
-			return h, 0, 0
+			if a = n.fsys.ds.RetiredArray(n.rel(), n.isOwn); a == nil {
+				return nil, 0, syscall.ESTALE
+			}
+		}
+		h := &arrayHandle{fsys: n.fsys, node: n, a: a}
+		if writing {
+			// DIRECT_IO: what this handle writes (a replacement's new
+			// content above all) never enters the page cache that
+			// readers share. Shared mappings still work.
+			n.fresh.add(ctx, h)
+			return h, fuse.FOPEN_DIRECT_IO, 0
 		}
 		// arrayfs is the only writer, so cached pages stay valid
-		// across opens; a replacement invalidates them explicitly.
-		return &arrayHandle{fsys: n.fsys, a: a}, fuse.FOPEN_KEEP_CACHE, 0
+		// across opens; a replacement is a new inode, looked up anew.
+		return h, fuse.FOPEN_KEEP_CACHE, 0
 	}
-	fd, err := syscall.Open(n.path(), int(flags&^(syscall.O_APPEND|fuse.FMODE_EXEC))|syscall.O_CLOEXEC, 0)
+	fd, err := n.fsys.back.Open(n.rel(), int(flags&^(syscall.O_APPEND|fuse.FMODE_EXEC)), 0)
 	if err != nil {
 		return nil, 0, gofs.ToErrno(err)
+	}
+	// The file opened must be the node's: a name that now leads to
+	// another file (replaced since the kernel looked it up) is looked
+	// up again, never opened in the node's stead.
+	if st, err := store.Fstat(fd); err != nil || !n.isOwn(&st) {
+		syscall.Close(fd)
+		if err != nil {
+			return nil, 0, gofs.ToErrno(err)
+		}
+		return nil, 0, syscall.ESTALE
 	}
 	return gofs.NewLoopbackFile(fd), 0, 0
 }
@@ -74,22 +95,18 @@ func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Att
 	if errno, ok := n.getattrDirdb(f, out); ok {
 		return errno
 	}
-	var st syscall.Stat_t
-	if err := syscall.Lstat(n.path(), &st); err != nil {
-		return gofs.ToErrno(err)
+	switch h := f.(type) {
+	case gofs.FileGetattrer:
+		// fstat: the open file, whatever its name leads to now.
+		return h.Getattr(ctx, out)
+	case *arrayHandle:
+		return h.getattr(out)
 	}
-	out.FromStat(&st)
-	// A file replaced by a rename (an atomic save) has a new inode, but
-	// this node keeps the number it was looked up with until the kernel
-	// looks the name up again.
-	out.Ino = 0
-	n.mu.Lock()
-	if n.staging != nil {
-		if size, err := n.staging.stage.Size(); err == nil {
-			out.Size = uint64(size)
-		}
+	st, errno := n.lstatOwn()
+	if errno != 0 {
+		return errno
 	}
-	n.mu.Unlock()
+	out.FromStat(&st.Stat_t)
 	return 0
 }
 
@@ -97,29 +114,37 @@ func (n *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetA
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}
+	if h := n.openTruncation(ctx, f, in); h != nil {
+		f = h.(gofs.FileHandle) // the truncation of an open(O_TRUNC)
+	}
 	if errno, ok := n.setattrDirdb(ctx, f, in, out); ok {
 		return errno
+	}
+	if h, ok := f.(gofs.FileSetattrer); ok {
+		// ftruncate, fchmod, futimens of a plain file: the open file,
+		// whatever its name leads to now.
+		return h.Setattr(ctx, in, out)
 	}
 	if size, ok := in.GetSize(); ok {
 		if errno := n.truncate(f, int64(size)); errno != 0 {
 			return errno
 		}
 	}
-	if errno := setattrPath(n.path(), in); errno != 0 {
+	if _, errno := n.lstatOwn(); errno != 0 {
+		return errno
+	}
+	if errno := setattrRel(n.fsys.back, n.rel(), in); errno != 0 {
 		return errno
 	}
 	return n.Getattr(ctx, f, out)
 }
 
-// truncate changes the size: of the staged replacement when one is open,
-// refused for an array's data file unless it is the yaml's size, passed
-// through otherwise.
+// truncate changes the size: of the staged replacement through its own
+// handle, refused for an array's data file unless it is the yaml's size,
+// passed through otherwise.
 func (n *fileNode) truncate(f gofs.FileHandle, size int64) syscall.Errno {
-	n.mu.Lock()
-	staged := n.staging
-	n.mu.Unlock()
-	if staged != nil {
-		return staged.truncate(size)
+	if h, ok := f.(*arrayHandle); ok {
+		return h.truncate(size)
 	}
 	cls, err := n.fsys.ds.Classify(n.rel())
 	if err != nil {
@@ -129,14 +154,20 @@ func (n *fileNode) truncate(f gofs.FileHandle, size int64) syscall.Errno {
 	if a := cls.Array; a != nil {
 		return n.fsys.errno(a.CheckTruncate(size))
 	}
-	return gofs.ToErrno(syscall.Truncate(n.path(), size))
+	if _, errno := n.lstatOwn(); errno != 0 {
+		return errno
+	}
+	return gofs.ToErrno(n.fsys.back.Truncate(n.rel(), size))
 }
 
 func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if sz, errno, ok := n.pendingXattr(func(fd int) (int, error) { return unix.Fgetxattr(fd, attr, dest) }); ok {
 		return sz, errno
 	}
-	return getxattr(n.path(), attr, dest)
+	if _, errno := n.lstatOwn(); errno != 0 {
+		return 0, errno
+	}
+	return getxattr(n.fsys.back, n.rel(), attr, dest)
 }
 
 func (n *fileNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
@@ -146,14 +177,20 @@ func (n *fileNode) Setxattr(ctx context.Context, attr string, data []byte, flags
 	if _, errno, ok := n.pendingXattr(func(fd int) (int, error) { return 0, unix.Fsetxattr(fd, attr, data, int(flags)) }); ok {
 		return errno
 	}
-	return gofs.ToErrno(unix.Lsetxattr(n.path(), attr, data, int(flags)))
+	if _, errno := n.lstatOwn(); errno != 0 {
+		return errno
+	}
+	return gofs.ToErrno(n.fsys.back.Setxattr(n.rel(), attr, data, int(flags)))
 }
 
 func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	if sz, errno, ok := n.pendingXattr(func(fd int) (int, error) { return unix.Flistxattr(fd, dest) }); ok {
 		return sz, errno
 	}
-	return listxattr(n.path(), dest)
+	if _, errno := n.lstatOwn(); errno != 0 {
+		return 0, errno
+	}
+	return listxattr(n.fsys.back, n.rel(), dest)
 }
 
 func (n *fileNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -163,7 +200,10 @@ func (n *fileNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if _, errno, ok := n.pendingXattr(func(fd int) (int, error) { return 0, unix.Fremovexattr(fd, attr) }); ok {
 		return errno
 	}
-	return gofs.ToErrno(unix.Lremovexattr(n.path(), attr))
+	if _, errno := n.lstatOwn(); errno != 0 {
+		return errno
+	}
+	return gofs.ToErrno(n.fsys.back.Removexattr(n.rel(), attr))
 }
 
 // linkNode is a symbolic link, passed through.
@@ -178,31 +218,28 @@ var (
 )
 
 func (n *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	buf := make([]byte, 4096)
-	for {
-		sz, err := syscall.Readlink(n.path(), buf)
-		if err != nil {
-			return nil, gofs.ToErrno(err)
-		}
-		if sz < len(buf) {
-			return buf[:sz], 0
-		}
-		buf = make([]byte, 2*len(buf))
+	if _, errno := n.lstatOwn(); errno != 0 {
+		return nil, errno
 	}
+	target, err := n.fsys.back.Readlink(n.rel())
+	return target, gofs.ToErrno(err)
 }
 
 func (n *linkNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return lstatOut(n.path(), out)
+	return lstatOut(&n.node, out)
 }
 
 func (n *linkNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}
-	if errno := setattrPath(n.path(), in); errno != 0 {
+	if _, errno := n.lstatOwn(); errno != 0 {
 		return errno
 	}
-	return lstatOut(n.path(), out)
+	if errno := setattrRel(n.fsys.back, n.rel(), in); errno != 0 {
+		return errno
+	}
+	return lstatOut(&n.node, out)
 }
 
 // specialNode is a fifo, socket or device node: only its attributes are
@@ -217,15 +254,18 @@ var (
 )
 
 func (n *specialNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return lstatOut(n.path(), out)
+	return lstatOut(&n.node, out)
 }
 
 func (n *specialNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}
-	if errno := setattrPath(n.path(), in); errno != 0 {
+	if _, errno := n.lstatOwn(); errno != 0 {
 		return errno
 	}
-	return lstatOut(n.path(), out)
+	if errno := setattrRel(n.fsys.back, n.rel(), in); errno != 0 {
+		return errno
+	}
+	return lstatOut(&n.node, out)
 }

@@ -21,6 +21,7 @@ import (
 // FS is one mounted dataset.
 type FS struct {
 	ds      *store.Dataset
+	back    *store.Backing
 	opts    mountopts.Options
 	rootDev uint64
 	root    *dirNode
@@ -34,11 +35,11 @@ func New(ds *store.Dataset, opts mountopts.Options, logf func(string, ...any)) (
 	if logf == nil {
 		logf = log.Printf
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(ds.Root(), &st); err != nil {
+	st, err := ds.Backing().Lstat("")
+	if err != nil {
 		return nil, err
 	}
-	f := &FS{ds: ds, opts: opts, rootDev: uint64(st.Dev), logf: logf, started: time.Now()}
+	f := &FS{ds: ds, back: ds.Backing(), opts: opts, rootDev: uint64(st.Dev), logf: logf, started: time.Now()}
 	f.root = &dirNode{node: node{fsys: f}}
 	f.prunes.running = map[*store.DocStore]*[2]atomic.Int64{}
 	f.prunes.results = map[*store.DocStore][]byte{}
@@ -75,16 +76,16 @@ func (f *FS) MountOptions(mountpoint string) *gofs.Options {
 			Debug:       f.opts.Debug,
 			MaxWrite:    1 << 20,
 			DirectMount: true,
-			// O_TRUNC must reach Open so a whole-file replacement can be
-			// staged instead of truncating the backing file first.
-			// DIRECT_IO files (dirdb entries) may still be mapped shared.
+			// No ATOMIC_O_TRUNC: O_TRUNC comes as a SETATTR after the
+			// OPEN, and the kernel keeps the size that SETATTR answers
+			// (opentrunc.go). DIRECT_IO files may still be mapped shared.
 			// READDIRPLUS_AUTO: the kernel asks for attributes with a
 			// listing only when the reader then looks at them (ls -l,
 			// rsync), not for ls -f or find over a million documents.
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_DIRECT_IO_ALLOW_MMAP | fuse.CAP_READDIRPLUS_AUTO,
+			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP | fuse.CAP_READDIRPLUS_AUTO,
 		},
 	}
-	if f.opts.DefaultPermissions {
+	if f.opts.CheckPermissions() {
 		o.MountOptions.Options = append(o.MountOptions.Options, "default_permissions")
 	}
 	if f.opts.ReadOnly {
@@ -93,25 +94,30 @@ func (f *FS) MountOptions(mountpoint string) *gofs.Options {
 	return o
 }
 
-// node is what every node type shares: the file system it belongs to.
+// node is what every node type shares: the file system it belongs to,
+// and the handles opened for writing on it not used yet (opentrunc.go).
 type node struct {
 	gofs.Inode
-	fsys *FS
+	fsys  *FS
+	fresh freshWriters
 }
 
 // rel is the node's dataset-relative path.
 func (n *node) rel() string { return n.Path(n.fsys.root.EmbeddedInode()) }
 
-// path is the node's backing path.
-func (n *node) path() string { return n.fsys.ds.Path(n.rel()) }
-
-// child is the backing path of name in directory n.
-func (n *node) child(name string) string { return filepath.Join(n.path(), name) }
-
 // childRel is the dataset-relative path of name in directory n.
 func (n *node) childRel(name string) string { return filepath.Join(n.rel(), name) }
 
-// ino maps a backing file's identity to the inode number shown, as
+// Node identity. A node stands for one backing file: its inode number
+// and a generation (store.Backing.Generation) that tells it from a later
+// file given the same number by the backing file system, which reuses
+// numbers at once (after arrayfs's own rename-replacements, for one).
+// Without the generation, a lookup of the later file would find the
+// node of the earlier one, and writes to one name would land in another
+// file. A node whose name now leads to another file is stale: it
+// answers ESTALE, and the kernel looks the name up again.
+
+// ino maps a backing file's number to the inode number shown, as
 // go-fuse's loopback does: the backing number itself for files on the
 // dataset's own device, mixed with the device number otherwise.
 func (f *FS) ino(st *syscall.Stat_t) uint64 {
@@ -120,12 +126,31 @@ func (f *FS) ino(st *syscall.Stat_t) uint64 {
 }
 
 // stable is the go-fuse identity of a backing file.
-func (f *FS) stable(st *syscall.Stat_t) gofs.StableAttr {
-	return gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: f.ino(st)}
+func (f *FS) stable(st *store.Stat) gofs.StableAttr {
+	return gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: f.ino(&st.Stat_t), Gen: f.back.Generation(st)}
+}
+
+// isOwn reports whether st is the node's own backing file.
+func (n *node) isOwn(st *store.Stat) bool {
+	id := n.StableAttr()
+	return id.Ino == n.fsys.ino(&st.Stat_t) && id.Gen == n.fsys.back.Generation(st)
+}
+
+// lstatOwn returns the attributes of the node's backing file, or ESTALE
+// when its name now leads to another file.
+func (n *node) lstatOwn() (store.Stat, syscall.Errno) {
+	st, err := n.fsys.back.Lstat(n.rel())
+	if err != nil {
+		return st, gofs.ToErrno(err)
+	}
+	if !n.isOwn(&st) {
+		return st, syscall.ESTALE
+	}
+	return st, 0
 }
 
 // newChild makes the node for a backing file of directory parent.
-func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, st *syscall.Stat_t) *gofs.Inode {
+func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, st *store.Stat) *gofs.Inode {
 	var ops gofs.InodeEmbedder
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:

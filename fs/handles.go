@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"fmt"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -41,87 +42,48 @@ func (h *viewHandle[S]) Release(ctx context.Context) syscall.Errno {
 }
 
 // arrayHandle is an open data file of a valid array: reads come from the
-// mapping, writes go in place through the pool.
+// mapping, writes go in place through the pool. A write handle truncated
+// to empty (open with O_TRUNC: cp, `>`, np.memmap(mode='w+')) writes a
+// whole-file replacement instead, staged beside the file and swapped in
+// at close, and only if it then has the size the yaml demands: a write
+// past that size fails at once with EFBIG, a short file fails the close
+// with EINVAL, and either way the old content stays.
+//
+// Until the commit everybody else sees the old content: writes go to the
+// stage through a DIRECT_IO handle (they never enter the page cache that
+// readers share, and they drop the pages they overlap, which readers
+// fetch again from the old file), and the file's size stays the yaml's
+// (opentrunc.go). The commit is a new inode: the kernel is told to look
+// the name up again, and handles opened before keep reading the old one
+// to the end.
 type arrayHandle struct {
 	fsys *FS
-	a    *store.ArrayFile
+	node *fileNode
+
+	mu    sync.Mutex
+	a     *store.ArrayFile // after a commit, the new file's
+	stage *store.Stage     // the replacement being written, if any
 }
 
 var (
 	_ gofs.FileReader   = (*arrayHandle)(nil)
 	_ gofs.FileWriter   = (*arrayHandle)(nil)
+	_ gofs.FileFlusher  = (*arrayHandle)(nil)
 	_ gofs.FileFsyncer  = (*arrayHandle)(nil)
 	_ gofs.FileReleaser = (*arrayHandle)(nil)
 )
 
+// file is the ArrayFile the handle serves now, and its stage if any.
+func (h *arrayHandle) file() (*store.ArrayFile, *store.Stage) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.a, h.stage
+}
+
 func (h *arrayHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return viewResult{h.a.View(off, len(dest))}, 0
-}
-
-func (h *arrayHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	n, err := h.a.WriteAt(data, off)
-	return uint32(n), h.fsys.errno(err)
-}
-
-func (h *arrayHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return h.fsys.errno(h.a.Sync())
-}
-
-// Release writes back what this file left in the pool: the close of the
-// last handle is a write-back point. The kernel does not wait for it.
-func (h *arrayHandle) Release(ctx context.Context) syscall.Errno {
-	if err := h.a.Sync(); err != nil {
-		h.fsys.errno(err)
-	}
-	h.a.Release()
-	return 0
-}
-
-// stagedArrayHandle is an array data file opened with O_TRUNC: the new
-// content is written beside the file and replaces it at close, and only
-// if it has the size the yaml demands. A write past that size fails at
-// once with EFBIG; a short file fails the close with EINVAL. Either way
-// the old content stays.
-type stagedArrayHandle struct {
-	fsys  *FS
-	node  *fileNode
-	a     *store.ArrayFile
-	stage *store.Stage
-	// done is set once the stage is committed; the handle then writes
-	// in place like an arrayHandle.
-	done bool
-}
-
-var (
-	_ gofs.FileReader   = (*stagedArrayHandle)(nil)
-	_ gofs.FileWriter   = (*stagedArrayHandle)(nil)
-	_ gofs.FileFlusher  = (*stagedArrayHandle)(nil)
-	_ gofs.FileFsyncer  = (*stagedArrayHandle)(nil)
-	_ gofs.FileReleaser = (*stagedArrayHandle)(nil)
-)
-
-func (n *fileNode) stageArray(a *store.ArrayFile) (*stagedArrayHandle, error) {
-	st, err := store.NewStage(n.path(), false, 0o644)
-	if err != nil {
-		a.Release()
-		return nil, err
-	}
-	h := &stagedArrayHandle{fsys: n.fsys, node: n, a: a, stage: st}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.staging != nil {
-		// Two replacements at once: the later open wins, as with
-		// O_TRUNC on any file; the earlier one is dropped at its close.
-		n.fsys.logf("%s: a second whole-file replacement started; the first one is dropped", n.rel())
-	}
-	n.staging = h
-	return h, nil
-}
-
-func (h *stagedArrayHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	h.node.mu.Lock()
-	defer h.node.mu.Unlock()
-	if h.done {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stage == nil {
 		return viewResult{h.a.View(off, len(dest))}, 0
 	}
 	n, err := h.stage.File().ReadAt(dest, off)
@@ -131,11 +93,11 @@ func (h *stagedArrayHandle) Read(ctx context.Context, dest []byte, off int64) (f
 	return fuse.ReadResultData(nil), 0
 }
 
-func (h *stagedArrayHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	h.node.mu.Lock()
-	done := h.done
-	h.node.mu.Unlock()
-	if done {
+func (h *arrayHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.node.fresh.drop(h)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stage == nil {
 		n, err := h.a.WriteAt(data, off)
 		return uint32(n), h.fsys.errno(err)
 	}
@@ -147,36 +109,78 @@ func (h *stagedArrayHandle) Write(ctx context.Context, data []byte, off int64) (
 	return uint32(n), gofs.ToErrno(err)
 }
 
-func (h *stagedArrayHandle) truncate(size int64) syscall.Errno {
-	h.node.mu.Lock()
-	done := h.done
-	h.node.mu.Unlock()
-	if done {
-		return h.fsys.errno(h.a.CheckTruncate(size))
-	}
-	if size > h.a.Size() {
+// truncate is ftruncate(2), or the truncation of an open(O_TRUNC): to
+// empty it starts a whole-file replacement; within one being written it
+// sizes it (never past the yaml's size); otherwise only the yaml's size
+// is allowed (it changes nothing).
+func (h *arrayHandle) truncate(size int64) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.stage != nil && size > h.a.Size():
 		return h.fsys.errno(&store.Error{Path: h.node.rel(), Op: "truncate", Errno: syscall.EFBIG,
 			Reason: refusedSize(size, h.a.Size())})
+	case h.stage != nil:
+		return gofs.ToErrno(h.stage.File().Truncate(size))
+	case size == 0 && h.a.Size() != 0:
+		st, err := h.a.NewStage()
+		if err != nil {
+			return h.fsys.errno(err)
+		}
+		h.stage = st
+		return 0
+	default:
+		return h.fsys.errno(h.a.CheckTruncate(size))
 	}
-	return gofs.ToErrno(h.stage.File().Truncate(size))
+}
+
+func (h *arrayHandle) truncateOpen(ctx context.Context, size int64) syscall.Errno {
+	return h.truncate(size)
+}
+
+// getattr is the attributes of the file this handle serves: until a
+// replacement's commit, the old one's.
+func (h *arrayHandle) getattr(out *fuse.AttrOut) syscall.Errno {
+	a, _ := h.file()
+	return h.node.arrayAttr(a, out)
+}
+
+// arrayAttr answers GETATTR for node n with an open ArrayFile a: a's
+// file when it is the node's own, else the node's by its name (ESTALE
+// when that leads to another file: the kernel then looks it up again).
+// go-fuse hands Getattr any open handle of the node, also for a stat by
+// path from another process.
+func (n *fileNode) arrayAttr(a *store.ArrayFile, out *fuse.AttrOut) syscall.Errno {
+	st, err := a.Stat()
+	if err != nil || !n.isOwn(&st) {
+		var errno syscall.Errno
+		if st, errno = n.lstatOwn(); errno != 0 {
+			return errno
+		}
+	}
+	out.FromStat(&st.Stat_t)
+	return 0
 }
 
 // Flush is close(2): commit the replacement if it is complete.
-func (h *stagedArrayHandle) Flush(ctx context.Context) syscall.Errno {
+func (h *arrayHandle) Flush(ctx context.Context) syscall.Errno {
+	h.node.fresh.drop(h)
 	return h.commit()
 }
 
-func (h *stagedArrayHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+func (h *arrayHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	h.node.fresh.drop(h)
 	if errno := h.commit(); errno != 0 {
 		return errno
 	}
-	return h.fsys.errno(h.a.Sync())
+	a, _ := h.file()
+	return h.fsys.errno(a.Sync())
 }
 
-func (h *stagedArrayHandle) commit() syscall.Errno {
-	h.node.mu.Lock()
-	defer h.node.mu.Unlock()
-	if h.done {
+func (h *arrayHandle) commit() syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stage == nil {
 		return 0
 	}
 	size, err := h.stage.Size()
@@ -192,33 +196,33 @@ func (h *stagedArrayHandle) commit() syscall.Errno {
 	// The stage is consumed whether or not the replacement succeeds;
 	// after a failure the old content stays and later writes on this
 	// handle go to it in place.
-	err = h.a.Replace(h.stage)
-	h.done = true
-	if h.node.staging == h {
-		h.node.staging = nil
-	}
-	if err == nil {
-		h.node.replaced()
-	}
-	return h.fsys.errno(err)
-}
-
-func (h *stagedArrayHandle) Release(ctx context.Context) syscall.Errno {
-	h.node.mu.Lock()
-	if !h.done {
-		h.stage.Abort()
-		h.fsys.logf("%s: whole-file replacement dropped: closed before it had the size its yaml says (%d bytes); the old content is kept", h.node.rel(), h.a.Size())
-		if h.node.staging == h {
-			h.node.staging = nil
-		}
-		// The kernel cached what the refused writer wrote.
-		go h.node.NotifyContent(0, 0)
-	}
-	h.node.mu.Unlock()
-	if err := h.a.Sync(); err != nil {
-		h.fsys.errno(err)
+	na, err := h.a.Replace(h.stage)
+	h.stage = nil
+	if err != nil {
+		return h.fsys.errno(err)
 	}
 	h.a.Release()
+	h.a = na
+	h.node.replacedNow()
+	return 0
+}
+
+// Release writes back what this file left in the pool: the close of the
+// last handle is a write-back point. The kernel does not wait for it.
+func (h *arrayHandle) Release(ctx context.Context) syscall.Errno {
+	h.node.fresh.drop(h)
+	h.mu.Lock()
+	if h.stage != nil {
+		h.a.DropStage(h.stage)
+		h.stage = nil
+		h.fsys.logf("%s: whole-file replacement dropped: closed before it had the size its yaml says (%d bytes); the old content is kept", h.node.rel(), h.a.Size())
+	}
+	a := h.a
+	h.mu.Unlock()
+	if err := a.Sync(); err != nil {
+		h.fsys.errno(err)
+	}
+	a.Release()
 	return 0
 }
 

@@ -114,6 +114,9 @@ func (n *markerNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Se
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}
+	if h := n.openTruncation(ctx, f, in); h != nil {
+		f = h.(gofs.FileHandle) // the truncation of an open(O_TRUNC)
+	}
 	if size, ok := in.GetSize(); ok {
 		w, isW := f.(*markerWriteHandle)
 		if !isW {
@@ -168,6 +171,9 @@ func (n *markerNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	}
 	if writing {
 		h, errno := n.openWriter(s, flags)
+		if errno == 0 {
+			n.fresh.add(ctx, h)
+		}
 		return h, fuse.FOPEN_DIRECT_IO, errno
 	}
 	data, _ := s.Marker()
@@ -218,7 +224,13 @@ func (h *markerWriteHandle) Read(ctx context.Context, dest []byte, off int64) (f
 	return fuse.ReadResultData(dest[:copy(dest, h.buf[off:])]), 0
 }
 
+func (h *markerWriteHandle) truncateOpen(ctx context.Context, size int64) syscall.Errno {
+	h.truncate(size)
+	return 0
+}
+
 func (h *markerWriteHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	h.node.fresh.drop(h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if end := off + int64(len(data)); end > int64(len(h.buf)) {
@@ -267,7 +279,10 @@ func (h *markerWriteHandle) apply() syscall.Errno {
 	return 0
 }
 
-func (h *markerWriteHandle) Flush(ctx context.Context) syscall.Errno { return h.apply() }
+func (h *markerWriteHandle) Flush(ctx context.Context) syscall.Errno {
+	h.node.fresh.drop(h)
+	return h.apply()
+}
 
 func (h *markerWriteHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if errno := h.apply(); errno != 0 {
@@ -277,6 +292,7 @@ func (h *markerWriteHandle) Fsync(ctx context.Context, flags uint32) syscall.Err
 }
 
 func (h *markerWriteHandle) Release(ctx context.Context) syscall.Errno {
+	h.node.fresh.drop(h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.store == nil && !h.done {

@@ -37,8 +37,11 @@ func TestCLIErrors(t *testing.T) {
 	}{
 		{[]string{"mount", filepath.Join(dir, "nope"), mnt}, 1, "dataset " + filepath.Join(dir, "nope") + ": no such directory"},
 		{[]string{"mount", ds, filepath.Join(dir, "nomnt")}, 1, "mount point " + filepath.Join(dir, "nomnt") + ": no such directory"},
-		{[]string{"mount", "-o", "pool_size=abc", ds, mnt}, 1, `mount option "pool_size=abc": not a positive integer`},
-		{[]string{"mount", "-o", "turbo", ds, mnt}, 1, `mount option "turbo": unknown option`},
+		{[]string{"mount", "-o", "pool_size=abc", ds, mnt}, 2, `mount option "pool_size=abc": not a positive integer`},
+		{[]string{"mount", "-o", "turbo", ds, mnt}, 2, `mount option "turbo": unknown option`},
+		{[]string{"mount", ds, ds}, 1, "is the dataset directory itself"},
+		{[]string{"mount", ds, filepath.Join(ds, "inner")}, 1, "is inside the dataset"},
+		{[]string{"mount", ds, filepath.Join(dir, "link-into-ds")}, 1, "is inside the dataset"},
 		{[]string{"mount", ds}, 2, "needs DATASET and MOUNTPOINT"},
 		{[]string{"mount", "--frobnicate", ds, mnt}, 2, "unknown flag --frobnicate"},
 		{[]string{"umount", mnt}, 1, "not a mount point"},
@@ -47,6 +50,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"help", "mount"}, 0, "usage: arrayfs mount"},
 		{[]string{"version"}, 0, "arrayfs "},
 	}
+	os.Mkdir(filepath.Join(ds, "inner"), 0o755)
+	os.Symlink(filepath.Join(ds, "inner"), filepath.Join(dir, "link-into-ds"))
 	for _, c := range cases {
 		code, out := exitCode(t, c.args...)
 		if code != c.code || !strings.Contains(out, c.want) {

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -197,6 +198,28 @@ func (m *Mount) Kill9() {
 	m.done = true
 }
 
+// Abort aborts the mount's FUSE connection (as `echo 1 >
+// /sys/fs/fuse/connections/N/abort` does): every request waiting on the
+// daemon fails at once. It is what gets a test out of a deadlocked
+// daemon, whose process then cannot even be killed.
+func (m *Mount) Abort() {
+	m.t.Helper()
+	abortConnection(m.Dir)
+}
+
+func abortConnection(dir string) {
+	var st syscall.Stat_t
+	if syscall.Stat(dir, &st) != nil {
+		return
+	}
+	conns := "/sys/fs/fuse/connections"
+	if ents, _ := os.ReadDir(conns); len(ents) == 0 {
+		syscall.Mount("fusectl", conns, "fusectl", 0, "")
+	}
+	minor := st.Dev&0xff | (st.Dev>>12)&0xfff00
+	os.WriteFile(fmt.Sprintf("%s/%d/abort", conns, minor), []byte("1"), 0)
+}
+
 // waitGone waits for the daemon to exit and the mount to disappear.
 func (m *Mount) waitGone(timeout time.Duration) {
 	m.t.Helper()
@@ -232,6 +255,9 @@ func (m *Mount) cleanup() {
 		runTimeout(time.Minute, arrayfsBin, "umount", m.Dir)
 	}
 	if isMounted(m.Dir) {
+		// A daemon stuck on its own mount ignores SIGKILL until its
+		// connection is aborted.
+		abortConnection(m.Dir)
 		syscall.Kill(m.PID, syscall.SIGKILL)
 		syscall.Unmount(m.Dir, syscall.MNT_DETACH)
 	}
@@ -318,4 +344,42 @@ func sameFile(t *testing.T, a, b string) {
 	if !bytes.Equal(da, db) {
 		t.Errorf("%s (%d bytes) differs from %s (%d bytes)", a, len(da), b, len(db))
 	}
+}
+
+// workers runs loops side by side until halted: the scaffolding of the
+// stress tests.
+type workers struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newWorkers() *workers { return &workers{stop: make(chan struct{})} }
+
+// loop calls f(0), f(1), ... in a goroutine of its own until the workers
+// are halted or f returns false.
+func (w *workers) loop(f func(i int) bool) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			if !f(i) {
+				return
+			}
+		}
+	}()
+}
+
+// halt stops every loop and waits for them.
+func (w *workers) halt() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	w.wg.Wait()
 }

@@ -1,6 +1,7 @@
 package fuse_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,4 +197,55 @@ func TestReadOnlyMount(t *testing.T) {
 		}
 	}
 	m.Unmount()
+}
+
+// TestPathsNearPathMax: a path that fits in PATH_MAX in the mount works
+// however long the dataset's own path is (the daemon resolves it under
+// the dataset's descriptor, never by prepending the dataset's path).
+func TestPathsNearPathMax(t *testing.T) {
+	requireFUSE(t)
+	// A dataset whose own path is ~2000 bytes long.
+	ds := t.TempDir()
+	for i := 0; i < 8; i++ {
+		ds = filepath.Join(ds, strings.Repeat(string(rune('a'+i)), 240))
+	}
+	if err := os.MkdirAll(ds, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := mount(t, ds)
+	// ~3600 bytes below the mount point: well within PATH_MAX there,
+	// ~5600 bytes from the root of the backing file system.
+	rel := ""
+	for i := 0; i < 15; i++ {
+		rel = filepath.Join(rel, fmt.Sprintf("%02d", i)+strings.Repeat("x", 238))
+	}
+	dir := m.Path(rel)
+	if len(dir) >= 4096 || len(ds)+len(rel) < 4096 {
+		t.Fatalf("bad test: %d bytes in the mount, %d in the backing tree", len(dir), len(ds)+len(rel))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("mkdir -p of a deep path: %v", err)
+	}
+	f := filepath.Join(dir, "file")
+	if err := os.WriteFile(f, []byte("deep\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(f); err != nil || string(got) != "deep\n" {
+		t.Errorf("read back: %q %v", got, err)
+	}
+	if err := os.Rename(f, f+".2"); err != nil {
+		t.Errorf("rename: %v", err)
+	}
+	if err := os.Symlink("file.2", f+".link"); err != nil {
+		t.Errorf("symlink: %v", err)
+	}
+	if got, err := os.ReadFile(f + ".link"); err != nil || string(got) != "deep\n" {
+		t.Errorf("through the link: %q %v", got, err)
+	}
+	if err := os.Chmod(f+".2", 0o600); err != nil {
+		t.Errorf("chmod: %v", err)
+	}
+	if names := readDir(t, dir); strings.Join(names, ",") != "file.2,file.link" {
+		t.Errorf("listing: %v", names)
+	}
 }

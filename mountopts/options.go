@@ -31,15 +31,19 @@ func (v Views) String() string {
 
 // Options is the typed result of parsing -o lists (mount(8) style comma lists).
 type Options struct {
-	ReadOnly           bool          // "ro" (and "rw" sets it back to false; the last one wins)
-	AllowOther         bool          // "allow_other"
-	DefaultPermissions bool          // "default_permissions"
-	PoolSize           int           // "pool_size=N": max dirty units in the write-back pool; N >= 1; default 1000
-	PoolBytes          int64         // "pool_bytes=SIZE": max dirty bytes; default 64 MiB; SIZE >= 4096
-	Writeback          time.Duration // "writeback=DURATION": periodic write-back interval; default 5s; 0 = only on eviction/fsync/unmount
-	KeyLength          int           // "key_length=N": docarray key length; 0 = auto-detect (default); N in 1..4096 when given
-	Views              Views         // "views=hidden|visible"; default hidden
-	Debug              bool          // "debug"
+	ReadOnly           bool // "ro" (and "rw" sets it back to false; the last one wins)
+	AllowOther         bool // "allow_other"
+	DefaultPermissions bool // "default_permissions"
+	// NoDefaultPermissions ("no_default_permissions") turns off the
+	// permission checks allow_other implies: every user may then do what
+	// the daemon may. Insecure; the mount logs a warning.
+	NoDefaultPermissions bool
+	PoolSize             int           // "pool_size=N": max dirty units in the write-back pool; N >= 1; default 1000
+	PoolBytes            int64         // "pool_bytes=SIZE": max dirty bytes; default 64 MiB; SIZE >= 4096
+	Writeback            time.Duration // "writeback=DURATION": periodic write-back interval; default 5s; 0 = only on eviction/fsync/unmount
+	KeyLength            int           // "key_length=N": docarray key length; 0 = auto-detect (default); N in 1..4096 when given
+	Views                Views         // "views=hidden|visible"; default hidden
+	Debug                bool          // "debug"
 }
 
 const (
@@ -105,16 +109,17 @@ type option struct {
 }
 
 var options = map[string]option{
-	"ro":                  {flag: func(o *Options) { o.ReadOnly = true }},
-	"rw":                  {flag: func(o *Options) { o.ReadOnly = false }},
-	"allow_other":         {flag: func(o *Options) { o.AllowOther = true }},
-	"default_permissions": {flag: func(o *Options) { o.DefaultPermissions = true }},
-	"debug":               {flag: func(o *Options) { o.Debug = true }},
-	"pool_size":           {set: setPoolSize, usage: "pool_size=N, e.g. 1000"},
-	"pool_bytes":          {set: setPoolBytes, usage: "pool_bytes=SIZE, e.g. 64M"},
-	"writeback":           {set: setWriteback, usage: "writeback=DURATION, e.g. 5s"},
-	"key_length":          {set: setKeyLength, usage: "key_length=N, e.g. 16"},
-	"views":               {set: setViews, usage: "views=hidden or views=visible"},
+	"ro":                     {flag: func(o *Options) { o.ReadOnly = true }},
+	"rw":                     {flag: func(o *Options) { o.ReadOnly = false }},
+	"allow_other":            {flag: func(o *Options) { o.AllowOther = true }},
+	"default_permissions":    {flag: func(o *Options) { o.DefaultPermissions, o.NoDefaultPermissions = true, false }},
+	"no_default_permissions": {flag: func(o *Options) { o.DefaultPermissions, o.NoDefaultPermissions = false, true }},
+	"debug":                  {flag: func(o *Options) { o.Debug = true }},
+	"pool_size":              {set: setPoolSize, usage: "pool_size=N, e.g. 1000"},
+	"pool_bytes":             {set: setPoolBytes, usage: "pool_bytes=SIZE, e.g. 64M"},
+	"writeback":              {set: setWriteback, usage: "writeback=DURATION, e.g. 5s"},
+	"key_length":             {set: setKeyLength, usage: "key_length=N, e.g. 16"},
+	"views":                  {set: setViews, usage: "views=hidden or views=visible"},
 }
 
 func (o *Options) apply(item string) error {
@@ -211,6 +216,16 @@ func setViews(o *Options, val string) string {
 	return ""
 }
 
+// CheckPermissions reports whether the kernel checks every access
+// against the modes and owners shown (the mount option
+// default_permissions): when asked for, and whenever allow_other lets
+// other users in, unless no_default_permissions says otherwise. Without
+// it a FUSE file system run by root would let any user read 0600 files
+// and change root's.
+func (o Options) CheckPermissions() bool {
+	return o.DefaultPermissions || (o.AllowOther && !o.NoDefaultPermissions)
+}
+
 // String renders o as a canonical comma list that Parse reads back to the
 // same value.
 func (o Options) String() string {
@@ -225,6 +240,9 @@ func (o Options) String() string {
 	}
 	if o.DefaultPermissions {
 		b.WriteString(",default_permissions")
+	}
+	if o.NoDefaultPermissions {
+		b.WriteString(",no_default_permissions")
 	}
 	fmt.Fprintf(&b, ",pool_size=%d,pool_bytes=%s,writeback=%s", o.PoolSize, FormatSize(o.PoolBytes), o.Writeback)
 	if o.KeyLength != 0 {

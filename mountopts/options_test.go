@@ -46,6 +46,9 @@ func TestParse(t *testing.T) {
 		{[]string{"rw,ro"}, with(func(o *Options) { o.ReadOnly = true })},
 		{[]string{"allow_other"}, with(func(o *Options) { o.AllowOther = true })},
 		{[]string{"default_permissions"}, with(func(o *Options) { o.DefaultPermissions = true })},
+		{[]string{"no_default_permissions"}, with(func(o *Options) { o.NoDefaultPermissions = true })},
+		{[]string{"no_default_permissions,default_permissions"}, with(func(o *Options) { o.DefaultPermissions = true })},
+		{[]string{"default_permissions", "no_default_permissions"}, with(func(o *Options) { o.NoDefaultPermissions = true })},
 		{[]string{"debug"}, with(func(o *Options) { o.Debug = true })},
 		{[]string{"pool_size=1"}, with(func(o *Options) { o.PoolSize = 1 })},
 		{[]string{"pool_size=50000"}, with(func(o *Options) { o.PoolSize = 50000 })},
@@ -65,7 +68,7 @@ func TestParse(t *testing.T) {
 
 		// Combinations, list syntax and accumulation.
 		{[]string{"ro,allow_other,default_permissions,pool_size=10,pool_bytes=1M,writeback=1s,key_length=8,views=visible,debug"},
-			Options{true, true, true, 10, 1 << 20, time.Second, 8, ViewsVisible, true}},
+			Options{true, true, true, false, 10, 1 << 20, time.Second, 8, ViewsVisible, true}},
 		{[]string{" ro , debug ,"}, with(func(o *Options) { o.ReadOnly, o.Debug = true, true })},
 		{[]string{"ro,,debug,"}, with(func(o *Options) { o.ReadOnly, o.Debug = true, true })},
 		{[]string{"pool_size=5,pool_size=7"}, with(func(o *Options) { o.PoolSize = 7 })},
@@ -81,6 +84,32 @@ func TestParse(t *testing.T) {
 		}
 		if got != tt.want {
 			t.Errorf("Parse(%q) = %+v, want %+v", tt.lists, got, tt.want)
+		}
+	}
+}
+
+// TestCheckPermissions: allow_other lets other users in, so it implies
+// the kernel's permission checks unless explicitly turned off.
+func TestCheckPermissions(t *testing.T) {
+	for list, want := range map[string]bool{
+		"":                                   false,
+		"default_permissions":                true,
+		"allow_other":                        true,
+		"allow_other,no_default_permissions": false,
+		"no_default_permissions,allow_other": false,
+		"allow_other,no_default_permissions,default_permissions": true,
+		"no_default_permissions":                                 false,
+	} {
+		o, err := Parse(list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := o.CheckPermissions(); got != want {
+			t.Errorf("Parse(%q).CheckPermissions() = %v, want %v", list, got, want)
+		}
+		back, err := Parse(o.String())
+		if err != nil || back != o {
+			t.Errorf("String() of %q = %q does not parse back: %+v %v", list, o.String(), back, err)
 		}
 	}
 }
@@ -204,7 +233,7 @@ func TestString(t *testing.T) {
 		want string
 	}{
 		{Default(), "rw,pool_size=1000,pool_bytes=64M,writeback=5s,views=hidden"},
-		{Options{true, true, true, 1, 4096, 0, 16, ViewsVisible, true},
+		{Options{true, true, true, false, 1, 4096, 0, 16, ViewsVisible, true},
 			"ro,allow_other,default_permissions,pool_size=1,pool_bytes=4K,writeback=0s,key_length=16,views=visible,debug"},
 		{with(func(o *Options) { o.PoolBytes = 4097 }), "rw,pool_size=1000,pool_bytes=4097,writeback=5s,views=hidden"},
 		{with(func(o *Options) { o.Writeback = 90 * time.Second }), "rw,pool_size=1000,pool_bytes=64M,writeback=1m30s,views=hidden"},
@@ -219,7 +248,7 @@ func TestString(t *testing.T) {
 func TestStringRoundTrip(t *testing.T) {
 	for _, o := range []Options{
 		Default(),
-		{true, true, true, 1, 4096, 0, 1, ViewsVisible, true},
+		{true, true, true, false, 1, 4096, 0, 1, ViewsVisible, true},
 		with(func(o *Options) { o.PoolBytes = 4097 }),
 		with(func(o *Options) { o.PoolBytes = 1<<20 + 1024 }),
 		with(func(o *Options) { o.PoolBytes = 3 << 40 }),

@@ -1,62 +1,61 @@
 package store
 
 import (
-	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // Check validates every item it recognises under the dataset directory
 // root and returns one Problem per thing wrong, sorted by path. It only
-// reads.
+// reads, and follows no symbolic link.
 func Check(root string, cfg Config) ([]Problem, error) {
+	back, err := OpenBacking(root)
+	if err != nil {
+		return nil, err
+	}
+	defer back.Close()
 	var problems []Problem
-	err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
-		rel, _ := filepath.Rel(root, p)
+	var walk func(rel string)
+	walk = func(rel string) {
+		names, err := readDirNames(back, rel)
 		if err != nil {
-			problems = append(problems, Problem{Path: rel, Reason: err.Error()})
-			return nil
-		}
-		if !e.IsDir() {
-			return nil
-		}
-		names, err := readDirNames(p)
-		if err != nil {
-			problems = append(problems, Problem{Path: rel, Reason: err.Error()})
-			return nil
+			problems = append(problems, Problem{Path: rel, Reason: unwrapPath(err).Error()})
+			return
 		}
 		for _, c := range checkers {
-			problems = append(problems, c(root, rel, names, cfg)...)
+			problems = append(problems, c(back, rel, names, cfg)...)
 		}
-		return nil
-	})
+		for _, n := range names {
+			child := filepath.Join(rel, n)
+			if st, err := back.Lstat(child); err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFDIR && !IsStageName(n) {
+				walk(child)
+			}
+		}
+	}
+	walk(".")
 	sort.SliceStable(problems, func(i, j int) bool { return problems[i].Path < problems[j].Path })
-	return problems, err
+	return problems, nil
 }
 
 // A checker validates the items of one format in one directory. Each
 // format registers its own.
-type checker func(root, dirRel string, names []string, cfg Config) []Problem
+type checker func(back *Backing, dirRel string, names []string, cfg Config) []Problem
 
 var checkers = []checker{checkStaged, checkArrays}
 
-func readDirNames(dir string) ([]string, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
+// readDirNames lists directory rel of back, sorted.
+func readDirNames(back *Backing, rel string) ([]string, error) {
+	names, err := back.ReadDirNames(rel)
 	sort.Strings(names)
 	return names, err
 }
 
-func checkStaged(root, dirRel string, names []string, cfg Config) []Problem {
+func checkStaged(back *Backing, dirRel string, names []string, cfg Config) []Problem {
 	var out []Problem
 	for _, n := range names {
-		if IsStageName(n) {
+		if IsStageName(n) && !back.StageOwned(dirRel, n) {
 			out = append(out, Problem{Path: filepath.Join(dirRel, n),
 				Reason: "staged file left by an interrupted write (the old content is intact; the next mount removes it)"})
 		}
@@ -66,8 +65,7 @@ func checkStaged(root, dirRel string, names []string, cfg Config) []Problem {
 
 // checkArrays validates every daf array of a directory: each NAME.yaml
 // with a data file beside it.
-func checkArrays(root, dirRel string, names []string, cfg Config) []Problem {
-	dir := filepath.Join(root, dirRel)
+func checkArrays(back *Backing, dirRel string, names []string, cfg Config) []Problem {
 	has := map[string]bool{}
 	for _, n := range names {
 		has[n] = true
@@ -88,7 +86,7 @@ func checkArrays(root, dirRel string, names []string, cfg Config) []Problem {
 		if first == "" {
 			continue // a scalar property or any other yaml
 		}
-		if _, p, err := validateArray(dir, first); err != nil {
+		if _, p, err := validateArray(back, dirRel, first); err != nil {
 			out = append(out, Problem{Path: filepath.Join(dirRel, first), Reason: err.Error()})
 		} else if p != nil {
 			out = append(out, Problem{Path: filepath.Join(dirRel, p.Path), Reason: p.Reason})

@@ -23,8 +23,7 @@ import (
 // writing a chunk back makes it durable.
 type ArrayFile struct {
 	ds   *Dataset
-	rel  string // dataset-relative path, for logs and errors
-	path string
+	rel  string // dataset-relative path
 	size int64
 
 	backing atomic.Pointer[arrayBacking]
@@ -33,6 +32,8 @@ type ArrayFile struct {
 	retired bool
 	// replaceMu keeps writes off a backing file being replaced.
 	replaceMu sync.RWMutex
+	// stages counts the whole-file replacements being written.
+	stages atomic.Int32
 }
 
 // arrayBacking is the open file and mapping of one version (inode) of an
@@ -92,6 +93,39 @@ func (a *ArrayFile) WriteAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// Stat returns the attributes of the file served (the inode opened).
+func (a *ArrayFile) Stat() (Stat, error) {
+	b := a.backing.Load()
+	if b == nil {
+		return Stat{}, syscall.ESTALE
+	}
+	// A concurrent last Release may close it: FstatFile then fails.
+	return FstatFile(b.file)
+}
+
+// NewStage starts a whole-file replacement of the file (O_TRUNC): empty,
+// written beside it, swapped in by Replace or dropped by DropStage.
+func (a *ArrayFile) NewStage() (*Stage, error) {
+	if a.ds.cfg.ReadOnly {
+		return nil, refuse(a.rel, "open", syscall.EROFS, "read-only mount")
+	}
+	st, err := a.ds.back.NewStage(a.rel, false, 0o644)
+	if err != nil {
+		return nil, &Error{Path: a.rel, Op: "open", Reason: err.Error(), Errno: ErrnoOf(err)}
+	}
+	a.stages.Add(1)
+	return st, nil
+}
+
+// DropStage throws away a replacement that will not be committed.
+func (a *ArrayFile) DropStage(s *Stage) {
+	s.Abort()
+	a.stages.Add(-1)
+}
+
+// Staging reports whether a replacement of the file is being written.
+func (a *ArrayFile) Staging() bool { return a.stages.Load() > 0 }
+
 // CheckTruncate refuses a truncate to any size but the yaml's.
 func (a *ArrayFile) CheckTruncate(size int64) error {
 	if size != a.size {
@@ -118,15 +152,20 @@ func (a *ArrayFile) WriteBack(units []*Unit) error {
 // Replace makes stage the new content of the file, atomically, if its
 // size is the yaml's; otherwise it refuses with EINVAL and the old
 // content stays. The stage is consumed either way.
-func (a *ArrayFile) Replace(stage *Stage) error {
+//
+// The new content is a new inode, as with any rename-based save: a's
+// handles keep reading (and writing) the version they opened, and a is
+// retired; the ArrayFile returned (referenced) serves the new one.
+func (a *ArrayFile) Replace(stage *Stage) (*ArrayFile, error) {
+	defer a.stages.Add(-1)
 	size, err := stage.Size()
 	if err != nil {
 		stage.Abort()
-		return &Error{Path: a.rel, Op: "replace", Reason: err.Error(), Errno: syscall.EIO}
+		return nil, &Error{Path: a.rel, Op: "replace", Reason: err.Error(), Errno: syscall.EIO}
 	}
 	if size != a.size {
 		stage.Abort()
-		return refuse(a.rel, "replace", syscall.EINVAL,
+		return nil, refuse(a.rel, "replace", syscall.EINVAL,
 			"refused: new content is %d bytes, its yaml says %d; the old content is kept", size, a.size)
 	}
 	a.replaceMu.Lock()
@@ -134,25 +173,28 @@ func (a *ArrayFile) Replace(stage *Stage) error {
 	// Chunks dirty in the old version belong to the file being replaced.
 	if err := a.ds.pool.Flush(a); err != nil {
 		stage.Abort()
-		return err
+		return nil, err
 	}
 	if err := stage.Commit(); err != nil {
-		return &Error{Path: a.rel, Op: "replace", Reason: err.Error(), Errno: ErrnoOf(err)}
+		return nil, &Error{Path: a.rel, Op: "replace", Reason: err.Error(), Errno: ErrnoOf(err)}
 	}
-	nb, err := openArrayBacking(a.path, a.ds.cfg.ReadOnly)
+	a.ds.Forget(a.rel)
+	na, err := a.ds.arrayFile(a.rel)
 	if err != nil {
-		return &Error{Path: a.rel, Op: "replace", Reason: err.Error(), Errno: ErrnoOf(err)}
+		return nil, &Error{Path: a.rel, Op: "replace", Reason: err.Error(), Errno: ErrnoOf(err)}
 	}
-	a.backing.Swap(nb).close()
-	return nil
+	if na == nil {
+		return nil, refuse(a.rel, "replace", syscall.EIO, "replaced, but the file no longer makes a valid array")
+	}
+	return na, nil
 }
 
-func openArrayBacking(path string, readOnly bool) (*arrayBacking, error) {
+func openArrayBacking(back *Backing, rel string, readOnly bool) (*arrayBacking, error) {
 	flag := os.O_RDWR
 	if readOnly {
 		flag = os.O_RDONLY
 	}
-	f, err := os.OpenFile(path, flag, 0)
+	f, err := back.OpenFile(rel, flag|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +202,10 @@ func openArrayBacking(path string, readOnly bool) (*arrayBacking, error) {
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 		f.Close()
 		return nil, err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: rel, Err: syscall.EINVAL}
 	}
 	m, err := OpenMapping(f, false)
 	if err != nil {
@@ -193,32 +239,32 @@ type arrayItem struct {
 // (nil, nil) when the file is not part of any array (no yaml beside it,
 // or the extension is not one of the array's), and a Problem when the
 // item is an array that is corrupt or inconsistent.
-func validateArray(dir, name string) (*arrayItem, *Problem, error) {
+func validateArray(back *Backing, dirRel, name string) (*arrayItem, *Problem, error) {
 	base, ext, ok := SplitDafName(name)
 	if !ok {
 		return nil, nil, nil
 	}
 	yamlName := base + ExtYAML
-	data, err := os.ReadFile(filepath.Join(dir, yamlName))
+	data, err := back.ReadFile(filepath.Join(dirRel, yamlName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, &Problem{Path: yamlName, Reason: err.Error()}, nil
+		return nil, &Problem{Path: yamlName, Reason: unwrapPath(err).Error()}, nil
 	}
 	meta, err := ParseArrayMeta(data)
 	if err != nil {
 		return nil, &Problem{Path: yamlName, Reason: err.Error()}, nil
 	}
-	return checkArrayFiles(dir, base, meta, ext)
+	return checkArrayFiles(back, dirRel, base, meta, ext)
 }
 
 // checkArrayFiles checks that the array's data files are exactly those the
 // yaml describes, with the sizes it gives them.
-func checkArrayFiles(dir, base string, meta *ArrayMeta, ext string) (*arrayItem, *Problem, error) {
+func checkArrayFiles(back *Backing, dirRel, base string, meta *ArrayMeta, ext string) (*arrayItem, *Problem, error) {
 	want := meta.DataFiles()
-	hasArray := fileExists(filepath.Join(dir, base+ExtArray))
-	hasData := fileExists(filepath.Join(dir, base+ExtData))
+	hasArray := back.Exists(filepath.Join(dirRel, base+ExtArray))
+	hasData := back.Exists(filepath.Join(dirRel, base+ExtData))
 	if hasArray && hasData {
 		return nil, &Problem{Path: base + ExtYAML, Reason: fmt.Sprintf(
 			"conflict: both %s and %s exist; remove the stale one", base+ExtArray, base+ExtData)}, nil
@@ -231,23 +277,18 @@ func checkArrayFiles(dir, base string, meta *ArrayMeta, ext string) (*arrayItem,
 		return nil, &Problem{Path: base + ext, Reason: fmt.Sprintf("%s is a %s array: %s is not one of its files", base+ExtYAML, kind, ext)}, nil
 	}
 	for e, size := range want {
-		st, err := os.Stat(filepath.Join(dir, base+e))
+		st, err := back.Lstat(filepath.Join(dirRel, base+e))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			return nil, &Problem{Path: base + ExtYAML, Reason: "missing data file " + base + e}, nil
 		case err != nil:
 			return nil, nil, err
-		case !st.Mode().IsRegular():
+		case st.Mode&syscall.S_IFMT != syscall.S_IFREG:
 			return nil, &Problem{Path: base + e, Reason: "not a regular file"}, nil
-		case st.Size() != size:
+		case st.Size != size:
 			return nil, &Problem{Path: base + e, Reason: fmt.Sprintf(
-				"size mismatch: %d bytes, %s says %d", st.Size(), base+ExtYAML, size)}, nil
+				"size mismatch: %d bytes, %s says %d", st.Size, base+ExtYAML, size)}, nil
 		}
 	}
 	return &arrayItem{meta: meta, size: want[ext]}, nil, nil
-}
-
-func fileExists(path string) bool {
-	_, err := os.Lstat(path)
-	return err == nil
 }

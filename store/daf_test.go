@@ -142,34 +142,52 @@ func TestArrayReplace(t *testing.T) {
 	path := filepath.Join(dir, "cell#flag.array")
 	old, _ := os.ReadFile(path)
 
-	short, err := NewStage(path, false, 0o644)
+	short, err := a.NewStage()
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !a.Staging() {
+		t.Fatal("a stage is open but the array does not say so")
+	}
 	short.File().Write([]byte{1, 1, 1})
-	if err := a.Replace(short); !errors.Is(err, syscall.EINVAL) {
+	if _, err := a.Replace(short); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("short replacement: %v, want EINVAL", err)
+	}
+	if a.Staging() {
+		t.Fatal("a consumed stage still counts")
 	}
 	if got, _ := os.ReadFile(path); !bytes.Equal(got, old) {
 		t.Fatal("refused replacement changed the file")
 	}
 	v := a.View(0, 1000) // a reader in the middle of the replacement
 
-	full, _ := NewStage(path, false, 0o644)
+	full, _ := a.NewStage()
 	full.File().Write(bytes.Repeat([]byte{1}, 1000))
-	if err := a.Replace(full); err != nil {
+	na, err := a.Replace(full)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer na.Release()
 	if !bytes.Equal(v.Bytes, old) {
 		t.Fatal("a view taken before the replacement changed")
 	}
 	v.Release()
-	w := a.View(0, 1000)
+	// A handle opened before keeps the version it opened (a new inode
+	// replaced it); the ArrayFile returned serves the new content.
+	ov := a.View(0, 1000)
+	if !bytes.Equal(ov.Bytes, old) {
+		t.Fatal("the old ArrayFile does not serve the version it opened")
+	}
+	ov.Release()
+	w := na.View(0, 1000)
 	defer w.Release()
 	if !bytes.Equal(w.Bytes, bytes.Repeat([]byte{1}, 1000)) {
 		t.Fatal("the array does not serve the new content")
 	}
-	names, _ := readDirNames(dir)
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, bytes.Repeat([]byte{1}, 1000)) {
+		t.Fatal("the backing file is not the new content")
+	}
+	names, _ := readDirNames(d.Backing(), "")
 	for _, n := range names {
 		if IsStageName(n) {
 			t.Fatalf("staged file %s left behind", n)

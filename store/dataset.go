@@ -1,9 +1,6 @@
 package store
 
 import (
-	"errors"
-	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -34,13 +31,16 @@ type Config struct {
 // directory can change what it holds while mounted (an array appears
 // when its yaml is copied in after its data file).
 type Dataset struct {
-	root string
+	back *Backing
 	cfg  Config
 	pool *Pool
 	rep  *reporter
 
 	mu     sync.Mutex
 	arrays map[string]*ArrayFile // by dataset-relative path
+	// retired are old versions of array files kept open for a while
+	// after their replacement (retireGrace).
+	retired map[*ArrayFile]struct{}
 
 	dirdb dirdbState
 	// Document stores (docarray_dataset.go): open ones by directory,
@@ -53,16 +53,9 @@ type Dataset struct {
 
 // Open opens the dataset directory root.
 func Open(root string, cfg Config) (*Dataset, error) {
-	abs, err := filepath.Abs(root)
+	back, err := OpenBacking(root)
 	if err != nil {
 		return nil, err
-	}
-	st, err := os.Stat(abs)
-	if err != nil {
-		return nil, fmt.Errorf("dataset %s: %w", root, errors.Unwrap(err))
-	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("dataset %s: not a directory", root)
 	}
 	if cfg.PoolUnits <= 0 {
 		cfg.PoolUnits = 1000
@@ -71,21 +64,23 @@ func Open(root string, cfg Config) (*Dataset, error) {
 		cfg.PoolBytes = 64 << 20
 	}
 	return &Dataset{
-		root:    abs,
+		back:    back,
 		cfg:     cfg,
 		pool:    NewPool(cfg.PoolUnits, cfg.PoolBytes),
 		rep:     newReporter(cfg.Logf),
 		arrays:  map[string]*ArrayFile{},
+		retired: map[*ArrayFile]struct{}{},
 		docs:    map[string]*DocStore{},
 		badDocs: map[string][2]fileSig{},
 	}, nil
 }
 
-// Root is the dataset directory's absolute path.
-func (d *Dataset) Root() string { return d.root }
+// Root is the dataset directory's absolute path, for messages: every
+// access goes through Backing.
+func (d *Dataset) Root() string { return d.back.Path() }
 
-// Path is the backing path of a dataset-relative path.
-func (d *Dataset) Path(rel string) string { return filepath.Join(d.root, rel) }
+// Backing is the dataset directory through which files are reached.
+func (d *Dataset) Backing() *Backing { return d.back }
 
 // Pool is the dataset's write-back pool.
 func (d *Dataset) Pool() *Pool { return d.pool }
@@ -154,7 +149,7 @@ func (d *Dataset) arrayFile(rel string) (*ArrayFile, error) {
 	if _, _, ok := SplitDafName(name); !ok {
 		return nil, nil
 	}
-	item, problem, err := validateArray(d.Path(dirRel), name)
+	item, problem, err := validateArray(d.back, dirRel, name)
 	if err != nil {
 		return nil, err
 	}
@@ -173,8 +168,8 @@ func (d *Dataset) arrayFile(rel string) (*ArrayFile, error) {
 		return nil, nil
 	}
 	if a == nil {
-		a = &ArrayFile{ds: d, rel: rel, path: d.Path(rel), size: item.size}
-		b, err := openArrayBacking(a.path, d.cfg.ReadOnly)
+		a = &ArrayFile{ds: d, rel: rel, size: item.size}
+		b, err := openArrayBacking(d.back, rel, d.cfg.ReadOnly)
 		if err != nil {
 			return nil, err
 		}
@@ -189,8 +184,8 @@ func (d *Dataset) arrayFile(rel string) (*ArrayFile, error) {
 // (not replaced or removed behind it).
 func (a *ArrayFile) current() bool {
 	b := a.backing.Load()
-	var st syscall.Stat_t
-	if syscall.Stat(a.path, &st) != nil {
+	st, err := a.ds.back.Lstat(a.rel)
+	if err != nil {
 		return false
 	}
 	return uint64(st.Dev) == b.dev && st.Ino == b.ino
@@ -209,16 +204,53 @@ func (a *ArrayFile) Release() {
 	}
 }
 
+// retireGrace is how long the old version of a replaced (or removed)
+// array file stays open after its name moved on. An open that raced with
+// the replacement (the kernel still had the old node for the name) reads
+// that old version whole, as if it had come first, instead of failing;
+// and the old inode's number cannot come back as another file meanwhile.
+// It is longer than the kernel keeps a name (entryTimeout in fs).
+const retireGrace = 2 * time.Second
+
 // retireArrayLocked stops giving a out: the file at its path is no longer
 // the one it serves. Handles still open keep using it (POSIX: an open
-// file outlives its name) until they release it.
+// file outlives its name) until they release it; for retireGrace it can
+// still be had by RetiredArray.
 func (d *Dataset) retireArrayLocked(a *ArrayFile) {
 	delete(d.arrays, a.rel)
 	a.retired = true
-	if a.refs == 0 {
-		// Write back without d.mu: other owners may be flushing.
-		go a.finish()
+	a.refs++ // the grace period's
+	d.retired[a] = struct{}{}
+	time.AfterFunc(retireGrace, func() {
+		d.mu.Lock()
+		delete(d.retired, a)
+		d.mu.Unlock()
+		a.Release()
+	})
+}
+
+// RetiredArray returns, referenced, a retired version of the array file
+// rel for which own says yes: an old version still open (see
+// retireGrace). nil if there is none.
+func (d *Dataset) RetiredArray(rel string, own func(*Stat) bool) *ArrayFile {
+	d.mu.Lock()
+	var cands []*ArrayFile
+	for a := range d.retired {
+		if a.rel == rel {
+			a.refs++
+			cands = append(cands, a)
+		}
 	}
+	d.mu.Unlock()
+	var found *ArrayFile
+	for _, a := range cands {
+		if st, err := a.Stat(); found == nil && err == nil && own(&st) {
+			found = a
+			continue
+		}
+		a.Release()
+	}
+	return found
 }
 
 // finish writes back a's dirty chunks and closes its backing file.
@@ -265,21 +297,23 @@ func (d *Dataset) Close() error {
 	for _, a := range d.arrays {
 		a.close()
 	}
+	for a := range d.retired {
+		a.close() // its grace timer's Release finds nothing left to do
+	}
 	d.arrays = map[string]*ArrayFile{}
+	d.back.Close()
 	return err
 }
 
 // Tidy removes name from directory dirRel when it is arrayfs's own
-// leftover: a staged file no live stage owns (a crash interrupted it).
+// leftover: a staged file no process owns (a crash interrupted the write
+// that made it). A stage being written, by this mount or any other
+// process, is its owner's and stays.
 func (d *Dataset) Tidy(dirRel, name string) {
 	if !IsStageName(name) || d.cfg.ReadOnly {
 		return
 	}
-	p := filepath.Join(d.Path(dirRel), name)
-	if liveStages.has(p) {
-		return
-	}
-	if err := os.Remove(p); err == nil {
+	if removed, _ := d.back.RemoveStaleStage(dirRel, name); removed {
 		d.rep.logf("%s: removed a staged file left by an interrupted write", filepath.Join(dirRel, name))
 	}
 }
@@ -289,7 +323,7 @@ func (d *Dataset) Unlink(rel string) error {
 	if handled, err := d.dirdbUnlink(rel); handled {
 		return err
 	}
-	if err := syscall.Unlink(d.Path(rel)); err != nil {
+	if err := d.back.Unlink(rel); err != nil {
 		return err
 	}
 	d.Forget(rel)
@@ -306,7 +340,7 @@ func (d *Dataset) Rename(from, to string, flags uint) error {
 	if err := d.checkRename(from, to, flags&unix.RENAME_EXCHANGE != 0); err != nil {
 		return err
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, d.Path(from), unix.AT_FDCWD, d.Path(to), flags); err != nil {
+	if err := d.back.Rename(from, to, flags); err != nil {
 		return err
 	}
 	d.Forget(from)
@@ -324,14 +358,14 @@ func (d *Dataset) checkRename(from, to string, exchange bool) error {
 			return err
 		}
 		defer cls.Release()
-		st, err := os.Stat(d.Path(src))
+		st, err := d.back.Lstat(src)
 		if err != nil {
 			return nil // the rename itself will fail
 		}
-		if st.Size() != cls.Array.Size() {
+		if st.Size != cls.Array.Size() {
 			return refuse(dst, "rename", syscall.EINVAL,
 				"refused: %s is %d bytes, the yaml of %s says %d; the old content is kept",
-				src, st.Size(), dst, cls.Array.Size())
+				src, st.Size, dst, cls.Array.Size())
 		}
 		return nil
 	}

@@ -20,13 +20,14 @@ package store
 // time, so it cannot close a cycle.
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // File extensions of a dirdb entry.
@@ -155,11 +156,11 @@ func (d *Dataset) isDirdbDir(dirRel string) bool {
 // directory's timestamps are recent is not cached: a change in the same
 // clock tick would leave them as they are.
 func (d *Dataset) dirHasPickle(rel string) bool {
-	var st syscall.Stat_t
-	if err := syscall.Stat(d.Path(rel), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+	st, err := d.back.Lstat(rel)
+	if err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return false
 	}
-	sig := sigOf(&st)
+	sig := sigOf(&st.Stat_t)
 	dd := &d.dirdb
 	dd.mu.Lock()
 	if c, ok := dd.dirs[rel]; ok && c.sig == sig {
@@ -183,8 +184,7 @@ func (d *Dataset) dirHasPickle(rel string) bool {
 // scanForPickle lists a directory until it finds a regular NAME.pickle.
 func (d *Dataset) scanForPickle(rel string) bool {
 	d.dirdb.stats.listings.Add(1)
-	dir := d.Path(rel)
-	f, err := os.Open(dir)
+	f, err := d.back.OpenDir(rel)
 	if err != nil {
 		return false
 	}
@@ -193,7 +193,8 @@ func (d *Dataset) scanForPickle(rel string) bool {
 		names, err := f.Readdirnames(256)
 		for _, n := range names {
 			if _, ext, ok := splitDirdbName(n); ok && ext == DirdbData {
-				if st, err := os.Lstat(filepath.Join(dir, n)); err == nil && st.Mode().IsRegular() {
+				var st unix.Stat_t
+				if unix.Fstatat(int(f.Fd()), n, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
 					return true
 				}
 			}
@@ -315,25 +316,41 @@ func (e *DirdbEntry) maybeDropLocked() {
 }
 
 // DirdbStat returns the attributes of rel when it is a dirdb member:
-// those of its staged version while one is pending (a file being created
-// does not exist on disk until it is committed), else the backing file's.
-func (d *Dataset) DirdbStat(rel string) (st syscall.Stat_t, ok bool, err error) {
+// those of its staged version while one is pending (pending is then
+// true: a file being created does not exist on disk until it is
+// committed), else the backing file's.
+func (d *Dataset) DirdbStat(rel string) (st Stat, pending, ok bool, err error) {
 	entryRel, m, ok := d.dirdbMemberOf(rel)
 	if !ok {
-		return st, false, nil
+		return st, false, false, nil
 	}
 	if e := d.peekEntry(entryRel); e != nil {
 		if st, ok := e.pendingStat(m, false); ok {
-			return st, true, nil
+			return st, true, true, nil
 		}
 	}
-	err = syscall.Lstat(d.Path(rel), &st)
-	return st, true, err
+	st, err = d.back.Lstat(rel)
+	return st, false, true, err
+}
+
+// DirdbVersions returns the attributes of what rel, a dirdb member, is
+// now: its published file (hasFile) and its pending version (pending).
+// ok is false when rel is not a member.
+func (d *Dataset) DirdbVersions(rel string) (file Stat, hasFile bool, stage Stat, pending bool, ok bool) {
+	entryRel, m, ok := d.dirdbMemberOf(rel)
+	if !ok {
+		return
+	}
+	if e := d.peekEntry(entryRel); e != nil {
+		stage, pending = e.pendingStat(m, true)
+	}
+	file, err := d.back.Lstat(rel)
+	return file, err == nil, stage, pending, true
 }
 
 // DirdbPending lists the members of entries in directory dirRel that are
 // being created: staged, not yet on disk. A listing shows them.
-func (d *Dataset) DirdbPending(dirRel string) map[string]syscall.Stat_t {
+func (d *Dataset) DirdbPending(dirRel string) map[string]Stat {
 	dirRel = cleanRel(dirRel)
 	dd := &d.dirdb
 	dd.mu.Lock()
@@ -344,16 +361,15 @@ func (d *Dataset) DirdbPending(dirRel string) map[string]syscall.Stat_t {
 		}
 	}
 	dd.mu.Unlock()
-	var out map[string]syscall.Stat_t
+	var out map[string]Stat
 	for rel, e := range es {
 		for m := member(0); m < numMembers; m++ {
 			st, ok := e.pendingStat(m, false)
-			var bst syscall.Stat_t
-			if !ok || syscall.Lstat(d.Path(rel+memberExt[m]), &bst) == nil {
+			if !ok || d.back.Exists(rel+memberExt[m]) {
 				continue
 			}
 			if out == nil {
-				out = map[string]syscall.Stat_t{}
+				out = map[string]Stat{}
 			}
 			out[filepath.Base(rel+memberExt[m])] = st
 		}

@@ -316,7 +316,7 @@ func TestDirdbLockTimeout(t *testing.T) {
 	go func() {
 		time.Sleep(30 * time.Millisecond)
 		start := time.Now()
-		if _, ok, err := d.DirdbStat("db/b.pickle"); !ok || err != nil || time.Since(start) > 50*time.Millisecond {
+		if _, _, ok, err := d.DirdbStat("db/b.pickle"); !ok || err != nil || time.Since(start) > 50*time.Millisecond {
 			t.Errorf("stat while an open waits for the lock: %v %v after %v", ok, err, time.Since(start))
 		}
 	}()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,22 +22,20 @@ const checkDirdbLockWait = 5 * time.Second
 // opcode: an in-place write interrupted by a crash leaves a truncated
 // one), each NAME.json valid JSON. Files are read under dirdb's lock when
 // their lock file exists; check creates nothing.
-func checkDirdb(root, dirRel string, names []string, cfg Config) []Problem {
-	if !namesHavePickle(names) && !ancestorHasPickle(root, dirRel) {
+func checkDirdb(back *Backing, dirRel string, names []string, cfg Config) []Problem {
+	if !namesHavePickle(names) && !ancestorHasPickle(back, dirRel) {
 		return nil
 	}
-	dir := filepath.Join(root, dirRel)
 	var out []Problem
 	for _, n := range names {
 		base, ext, ok := splitDirdbName(n)
 		if !ok || ext == DirdbLock {
 			continue
 		}
-		st, err := os.Lstat(filepath.Join(dir, n))
-		if err != nil || !st.Mode().IsRegular() {
+		if !back.IsRegular(filepath.Join(dirRel, n)) {
 			continue
 		}
-		reason := checkDirdbFile(dir, base, ext)
+		reason := checkDirdbFile(back, dirRel, base, ext)
 		if reason != "" {
 			out = append(out, Problem{Path: filepath.Join(dirRel, n), Reason: reason})
 		}
@@ -44,8 +43,8 @@ func checkDirdb(root, dirRel string, names []string, cfg Config) []Problem {
 	return out
 }
 
-func checkDirdbFile(dir, base, ext string) string {
-	if l, err := os.Open(filepath.Join(dir, base+DirdbLock)); err == nil {
+func checkDirdbFile(back *Backing, dirRel, base, ext string) string {
+	if l, err := back.OpenFile(filepath.Join(dirRel, base+DirdbLock), os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
 		defer l.Close()
 		deadline := time.Now().Add(checkDirdbLockWait)
 		for unix.Flock(int(l.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
@@ -55,9 +54,9 @@ func checkDirdbFile(dir, base, ext string) string {
 			time.Sleep(lockPollMax)
 		}
 	}
-	f, err := os.Open(filepath.Join(dir, base+ext))
+	f, err := back.OpenFile(filepath.Join(dirRel, base+ext), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return err.Error()
+		return unwrapPath(err).Error()
 	}
 	defer f.Close()
 	if ext == DirdbMeta {
@@ -94,11 +93,11 @@ func namesHavePickle(names []string) bool {
 
 // ancestorHasPickle reports whether a directory above dirRel (up to the
 // dataset root) holds a NAME.pickle: its subdirectories are sub-databases.
-func ancestorHasPickle(root, dirRel string) bool {
+func ancestorHasPickle(back *Backing, dirRel string) bool {
 	rel := cleanRel(dirRel)
 	for rel != "." {
 		rel = filepath.Dir(rel)
-		names, err := readDirNames(filepath.Join(root, rel))
+		names, err := readDirNames(back, rel)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return false
 		}

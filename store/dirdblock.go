@@ -27,7 +27,8 @@ const lockPollMax = 10 * time.Millisecond
 // cannot be created (read-only directory); nobody can write there then.
 type entryLock struct {
 	f     *os.File
-	path  string
+	back  *Backing
+	rel   string // of the lock file
 	since time.Time
 	stats *dirdbCounters
 }
@@ -44,7 +45,6 @@ type entryLock struct {
 // now at the path, as filelock itself does.
 func (d *Dataset) lockEntry(ctx context.Context, entryRel, op string) (*entryLock, error) {
 	lockRel := entryRel + DirdbLock
-	path := d.Path(lockRel)
 	timeout := d.cfg.LockTimeout
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
@@ -53,7 +53,7 @@ func (d *Dataset) lockEntry(ctx context.Context, entryRel, op string) (*entryLoc
 	wait := 500 * time.Microsecond
 	waited := false
 	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+		f, err := d.back.OpenFile(lockRel, os.O_RDWR|os.O_CREATE|syscall.O_NONBLOCK, 0o644)
 		if err != nil {
 			errno := ErrnoOf(err)
 			if errno == syscall.EROFS || errno == syscall.EACCES || errno == syscall.EPERM {
@@ -102,7 +102,7 @@ func (d *Dataset) lockEntry(ctx context.Context, entryRel, op string) (*entryLoc
 			continue
 		}
 		d.dirdb.stats.lockTaken.Add(1)
-		return &entryLock{f: f, path: path, since: time.Now(), stats: &d.dirdb.stats}, nil
+		return &entryLock{f: f, back: d.back, rel: lockRel, since: time.Now(), stats: &d.dirdb.stats}, nil
 	}
 }
 
@@ -127,7 +127,7 @@ func (l *entryLock) release() {
 // links once they get it, and start again (see lockEntry).
 func (l *entryLock) remove() {
 	if l != nil {
-		os.Remove(l.path)
+		l.back.Unlink(l.rel)
 	}
 }
 

@@ -20,8 +20,7 @@ func (d *Dataset) dirdbUnlink(rel string) (handled bool, err error) {
 	if !ok {
 		return false, nil
 	}
-	var st syscall.Stat_t
-	if syscall.Lstat(d.Path(rel), &st) == nil && st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	if st, err := d.back.Lstat(rel); err == nil && st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return false, nil // a directory or link with an entry's name
 	}
 	e := d.getEntry(entryRel)
@@ -34,7 +33,7 @@ func (d *Dataset) dirdbUnlink(rel string) (handled bool, err error) {
 		return true, err
 	}
 	defer lock.release()
-	err = syscall.Unlink(d.Path(rel))
+	err = d.back.Unlink(rel)
 	if err == syscall.ENOENT && pending {
 		err = nil // it was being created: dropping the stage deletes it
 	}
@@ -44,14 +43,14 @@ func (d *Dataset) dirdbUnlink(rel string) (handled bool, err error) {
 	e.detachLocked(m)
 	if m == memberData {
 		meta := e.relOf(memberMeta)
-		if err := syscall.Unlink(d.Path(meta)); err != nil && err != syscall.ENOENT {
+		if err := d.back.Unlink(meta); err != nil && err != syscall.ENOENT {
 			return true, &Error{Path: meta, Op: "unlink", Reason: err.Error() + " (its entry's data file is deleted)", Errno: ErrnoOf(err)}
 		}
 		e.detachLocked(memberMeta)
 		lock.remove()
 		d.pool.Discard(e) // units of a detached member are skipped anyway
 	}
-	if err := SyncDir(e.dir()); err != nil {
+	if err := d.back.SyncDir(e.dirRel()); err != nil {
 		return true, &Error{Path: rel, Op: "unlink", Reason: err.Error(), Errno: ErrnoOf(err)}
 	}
 	return true, nil
@@ -72,8 +71,7 @@ func (d *Dataset) dirdbUnlink(rel string) (handled bool, err error) {
 //   - A.pickle or A.json → a name that is no member: the file leaves
 //     the database, under the lock.
 func (d *Dataset) dirdbRename(from, to string, flags uint) (handled bool, err error) {
-	var fst syscall.Stat_t
-	fromErr := syscall.Lstat(d.Path(from), &fst)
+	fst, fromErr := d.back.Lstat(from)
 	if fromErr == nil && fst.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return d.dirdbRenameDir(from, to, flags)
 	}
@@ -124,7 +122,7 @@ func (d *Dataset) dirdbRename(from, to string, flags uint) (handled bool, err er
 	// The data must be durable before a name points at it: rsync does
 	// not fsync its temp file.
 	if fromErr == nil && fst.Mode&syscall.S_IFMT == syscall.S_IFREG {
-		if err := fsyncPath(d.Path(from)); err != nil {
+		if err := fsyncRel(d.back, from); err != nil {
 			return true, &Error{Path: from, Op: "rename", Reason: err.Error(), Errno: ErrnoOf(err)}
 		}
 	}
@@ -142,7 +140,7 @@ func (d *Dataset) dirdbRename(from, to string, flags uint) (handled bool, err er
 	}
 	defer release()
 
-	if err := unix.Renameat2(unix.AT_FDCWD, d.Path(from), unix.AT_FDCWD, d.Path(to), flags); err != nil {
+	if err := d.back.Rename(from, to, flags); err != nil {
 		return true, &Error{Path: from, Op: "rename", Reason: "to " + to + ": " + err.Error(), Errno: ErrnoOf(err)}
 	}
 	if fok && tok && fm == memberData && tm == memberData && ef != et {
@@ -159,7 +157,7 @@ func (d *Dataset) dirdbRename(from, to string, flags uint) (handled bool, err er
 			d.dirdb.snaps.forget(et.relOf(m))
 		}
 		d.rekey(ef, et, exchange)
-		if err := syncDirs(d.Path(filepath.Dir(from)), d.Path(filepath.Dir(to))); err != nil {
+		if err := syncDirs(d.back, filepath.Dir(from), filepath.Dir(to)); err != nil {
 			return true, &Error{Path: to, Op: "rename", Reason: err.Error(), Errno: ErrnoOf(err)}
 		}
 		return true, metaErr
@@ -170,7 +168,7 @@ func (d *Dataset) dirdbRename(from, to string, flags uint) (handled bool, err er
 	if et != nil {
 		et.detachLocked(tm)
 	}
-	if err := syncDirs(d.Path(filepath.Dir(from)), d.Path(filepath.Dir(to))); err != nil {
+	if err := syncDirs(d.back, filepath.Dir(from), filepath.Dir(to)); err != nil {
 		return true, &Error{Path: to, Op: "rename", Reason: err.Error(), Errno: ErrnoOf(err)}
 	}
 	return true, nil
@@ -180,19 +178,18 @@ func (d *Dataset) dirdbRename(from, to string, flags uint) (handled bool, err er
 // et (swaps it with exchange). Locks held.
 func (d *Dataset) renameMeta(ef, et *DirdbEntry, exchange bool) error {
 	a, b := ef.relOf(memberMeta), et.relOf(memberMeta)
-	pa, pb := d.Path(a), d.Path(b)
-	hasA, hasB := fileExists(pa), fileExists(pb)
+	hasA, hasB := d.back.Exists(a), d.back.Exists(b)
 	var err error
 	switch {
 	case exchange && hasA && hasB:
-		err = unix.Renameat2(unix.AT_FDCWD, pa, unix.AT_FDCWD, pb, unix.RENAME_EXCHANGE)
+		err = d.back.Rename(a, b, unix.RENAME_EXCHANGE)
 	case exchange && hasB:
-		err = os.Rename(pb, pa)
+		err = d.back.Rename(b, a, 0)
 	case hasA:
-		err = os.Rename(pa, pb)
+		err = d.back.Rename(a, b, 0)
 	case hasB:
 		// B's old metadata does not describe A's data.
-		err = os.Remove(pb)
+		err = d.back.Unlink(b)
 	}
 	if err != nil {
 		return &Error{Path: a, Op: "rename", Reason: "moving the metadata with its entry to " + b + ": " + unwrapPath(err).Error(), Errno: ErrnoOf(err)}
@@ -263,7 +260,7 @@ func (d *Dataset) dirdbRenameDir(from, to string, flags uint) (bool, error) {
 			return true, err
 		}
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, d.Path(from), unix.AT_FDCWD, d.Path(to), flags); err != nil {
+	if err := d.back.Rename(from, to, flags); err != nil {
 		return true, &Error{Path: from, Op: "rename", Reason: "to " + to + ": " + err.Error(), Errno: ErrnoOf(err)}
 	}
 	dd.mu.Lock()
@@ -300,7 +297,7 @@ func (d *Dataset) DirdbBeforeRmdir(rel string) {
 	if d.cfg.ReadOnly || !d.isDirdbDir(rel) {
 		return
 	}
-	names, err := readDirNames(d.Path(rel))
+	names, err := readDirNames(d.back, rel)
 	if err != nil {
 		return
 	}
@@ -331,7 +328,7 @@ func (d *Dataset) DirdbBeforeRmdir(rel string) {
 // checkJSONFile refuses to rename from onto the metadata file to unless
 // from holds valid JSON.
 func (d *Dataset) checkJSONFile(from, to string) error {
-	f, err := os.Open(d.Path(from))
+	f, err := d.back.OpenFile(from, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil // the rename itself will say
 	}
@@ -367,8 +364,8 @@ func lockEntryMutexes(es ...*DirdbEntry) func() {
 	}
 }
 
-func fsyncPath(p string) error {
-	f, err := os.Open(p)
+func fsyncRel(back *Backing, rel string) error {
+	f, err := back.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}
@@ -376,12 +373,12 @@ func fsyncPath(p string) error {
 	return f.Sync()
 }
 
-func syncDirs(a, b string) error {
-	if err := SyncDir(a); err != nil {
+func syncDirs(back *Backing, a, b string) error {
+	if err := back.SyncDir(a); err != nil {
 		return err
 	}
 	if b != a {
-		return SyncDir(b)
+		return back.SyncDir(b)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -286,9 +287,9 @@ func (c *snapCache) close() {
 // takeSnapshot copies the first st.Size bytes of src, which nobody may
 // change meanwhile (the caller holds the lock, or the stage's mutex),
 // into a new Snapshot. key is the file's path when the snapshot may be
-// reused, "" otherwise. dir is where a private file goes: the entry's
+// reused, "" otherwise. dirRel is where a private file goes: the entry's
 // directory, so that FICLONE can share the blocks.
-func (d *Dataset) takeSnapshot(src *os.File, st syscall.Stat_t, key, dir string) (*Snapshot, error) {
+func (d *Dataset) takeSnapshot(src *os.File, st syscall.Stat_t, key, dirRel string) (*Snapshot, error) {
 	dd := &d.dirdb
 	s := &Snapshot{c: &dd.snaps, key: key, st: st, sig: sigOf(&st), size: st.Size}
 	if st.Size <= snapMemMax && dd.snaps.reserveMem(st.Size) {
@@ -310,7 +311,7 @@ func (d *Dataset) takeSnapshot(src *os.File, st syscall.Stat_t, key, dir string)
 		dd.snaps.add(s)
 		return s, nil
 	}
-	f, err := privateFile(dir)
+	f, err := privateFile(d.back, dirRel)
 	if err != nil {
 		return nil, err
 	}
@@ -352,37 +353,48 @@ func (d *Dataset) takeSnapshot(src *os.File, st syscall.Stat_t, key, dir string)
 	return s, nil
 }
 
-// privateFile makes an unnamed file in dir (O_TMPFILE), so that nothing
-// is left behind by a crash; where the file system cannot, a named one
-// removed at once, and as a last resort one in the system's temp dir.
-func privateFile(dir string) (*os.File, error) {
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+// privateFile makes an unnamed file in directory dirRel (O_TMPFILE), so
+// that nothing is left behind by a crash; where the file system cannot,
+// a named one removed at once, and as a last resort one in the system's
+// temp dir.
+func privateFile(back *Backing, dirRel string) (*os.File, error) {
+	fd, err := back.openat2(dirRel, unix.O_TMPFILE|unix.O_RDWR, 0o600)
 	if err == nil {
-		return os.NewFile(uintptr(fd), dir+"/(snapshot)"), nil
+		return os.NewFile(uintptr(fd), filepath.Join(dirRel, "(snapshot)")), nil
 	}
-	for _, d := range []string{dir, os.TempDir()} {
-		f, err := os.CreateTemp(d, StagePrefix+"snapshot.")
+	err = back.At(filepath.Join(dirRel, "x"), func(dirfd int, _ string) error {
+		sfd, name, err := createStageFile(dirfd, "snapshot", 0o600)
 		if err == nil {
-			os.Remove(f.Name())
-			return f, nil
+			unix.Unlinkat(dirfd, name, 0)
+			fd = sfd
 		}
+		return err
+	})
+	if err == nil {
+		return os.NewFile(uintptr(fd), filepath.Join(dirRel, "(snapshot)")), nil
 	}
-	return nil, fmt.Errorf("%s: no room for a private snapshot: %w", dir, err)
+	if f, terr := os.CreateTemp("", "arrayfs-snapshot."); terr == nil {
+		os.Remove(f.Name())
+		return f, nil
+	}
+	return nil, fmt.Errorf("%s: no room for a private snapshot: %w", dirRel, err)
 }
 
 // Snapshot returns a consistent version of the file for an open that
-// reads it: arrayfs's own pending version when there is one, else the
-// backing file copied under dirdb's lock. The lock is held only for the
-// copy; an unchanged file already snapshotted is not copied again.
+// reads it: arrayfs's own pending version when it is complete (closed by
+// its writers, not yet published), else the backing file copied under
+// dirdb's lock. A version still being written is nobody's to read: its
+// readers get the file as it was (a file being created is empty until
+// its first publication). The lock is held only for the copy; an
+// unchanged file already snapshotted is not copied again.
 func (f *DirdbFile) Snapshot(ctx context.Context) (*Snapshot, error) {
 	e, d := f.e, f.e.ds
 	// The common case without the entry's mutex, which is held while
 	// something waits for dirdb's lock: an unchanged entry.
 	if _, pending := e.pendingStat(f.m, false); !pending {
 		rel := e.String() + memberExt[f.m]
-		var st syscall.Stat_t
-		if syscall.Stat(d.Path(rel), &st) == nil {
-			if s := d.dirdb.snaps.lookup(rel, sigOf(&st)); s != nil {
+		if st, err := d.back.Lstat(rel); err == nil {
+			if s := d.dirdb.snaps.lookup(rel, sigOf(&st.Stat_t)); s != nil {
 				d.dirdb.stats.snapReused.Add(1)
 				return s, nil
 			}
@@ -391,28 +403,37 @@ func (f *DirdbFile) Snapshot(ctx context.Context) (*Snapshot, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	rel := e.relOf(f.m)
-	if s := e.m[f.m].stage; s != nil && s.dirty.Load() {
-		// Our own newer version: the entry's mutex keeps our writers
-		// out during the copy, and no other process knows the stage.
-		var st syscall.Stat_t
-		if err := syscall.Fstat(int(s.s.File().Fd()), &st); err != nil {
-			return nil, &Error{Path: rel, Op: "open", Reason: err.Error(), Errno: ErrnoOf(err)}
+	ms := &e.m[f.m]
+	if s := ms.stage; s != nil && s.dirty.Load() {
+		if ms.writers == 0 {
+			// Our own newer version, complete: the entry's mutex keeps
+			// our writers out during the copy, and no other process
+			// knows the stage.
+			var st syscall.Stat_t
+			if err := syscall.Fstat(int(s.s.File().Fd()), &st); err != nil {
+				return nil, &Error{Path: rel, Op: "open", Reason: err.Error(), Errno: ErrnoOf(err)}
+			}
+			snap, err := d.takeSnapshot(s.s.File(), st, "", e.dirRel())
+			if err != nil {
+				return nil, &Error{Path: rel, Op: "open", Reason: "snapshot of the staged version: " + err.Error(), Errno: ErrnoOf(err)}
+			}
+			return snap, nil
 		}
-		snap, err := d.takeSnapshot(s.s.File(), st, "", e.dir())
-		if err != nil {
-			return nil, &Error{Path: rel, Op: "open", Reason: "snapshot of the staged version: " + err.Error(), Errno: ErrnoOf(err)}
+		if !d.back.Exists(rel) {
+			// Being created: nothing is published yet.
+			st, _ := e.pendingStat(f.m, false)
+			st.Size, st.Blocks = 0, 0
+			return &Snapshot{c: &d.dirdb.snaps, st: st.Stat_t, refs: 1}, nil
 		}
-		return snap, nil
 	}
-	path := d.Path(rel)
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+	bst, err := d.back.Lstat(rel)
+	if err != nil {
 		return nil, &Error{Path: rel, Op: "open", Reason: err.Error(), Errno: ErrnoOf(err)}
 	}
 	// Without the lock: a version whose signature matches a reusable
 	// snapshot is that snapshot's (see racyWindow); a writer in the
 	// middle of a rewrite has changed the signature already.
-	if s := d.dirdb.snaps.lookup(rel, sigOf(&st)); s != nil {
+	if s := d.dirdb.snaps.lookup(rel, sigOf(&bst.Stat_t)); s != nil {
 		d.dirdb.stats.snapReused.Add(1)
 		return s, nil
 	}
@@ -421,13 +442,17 @@ func (f *DirdbFile) Snapshot(ctx context.Context) (*Snapshot, error) {
 		return nil, err
 	}
 	defer lock.release()
-	src, err := os.Open(path)
+	src, err := d.back.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, &Error{Path: rel, Op: "open", Reason: unwrapPath(err).Error(), Errno: ErrnoOf(err)}
 	}
 	defer src.Close()
+	var st syscall.Stat_t
 	if err := syscall.Fstat(int(src.Fd()), &st); err != nil {
 		return nil, &Error{Path: rel, Op: "open", Reason: err.Error(), Errno: ErrnoOf(err)}
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return nil, refuse(rel, "open", syscall.EINVAL, "not a regular file")
 	}
 	sig := sigOf(&st)
 	if s := d.dirdb.snaps.lookup(rel, sig); s != nil {
@@ -438,7 +463,7 @@ func (f *DirdbFile) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if sig.racy(time.Now()) {
 		key = ""
 	}
-	snap, err := d.takeSnapshot(src, st, key, e.dir())
+	snap, err := d.takeSnapshot(src, st, key, e.dirRel())
 	if err != nil {
 		return nil, &Error{Path: rel, Op: "open", Reason: "snapshot: " + err.Error(), Errno: ErrnoOf(err)}
 	}

@@ -78,8 +78,8 @@ func (e *DirdbEntry) String() string { return *e.name.Load() }
 // relOf is the path of a member; e.mu or ds.dirdb.mu held.
 func (e *DirdbEntry) relOf(m member) string { return e.rel + memberExt[m] }
 
-// dir is the backing directory of the entry; e.mu held.
-func (e *DirdbEntry) dir() string { return e.ds.Path(filepath.Dir(e.rel)) }
+// dirRel is the directory of the entry; e.mu held.
+func (e *DirdbEntry) dirRel() string { return filepath.Dir(e.rel) }
 
 // setRel renames the entry; e.mu and ds.dirdb.mu held.
 func (e *DirdbEntry) setRel(rel string) {
@@ -104,7 +104,6 @@ func (e *DirdbEntry) ensureStageLocked(ctx context.Context, m member, keep bool,
 		return ms.stage, nil
 	}
 	rel := e.relOf(m)
-	target := e.ds.Path(rel)
 	var st *Stage
 	var err error
 	if keep {
@@ -113,10 +112,10 @@ func (e *DirdbEntry) ensureStageLocked(ctx context.Context, m member, keep bool,
 		if err != nil {
 			return nil, err
 		}
-		st, err = NewStage(target, true, fsPerm(perm))
+		st, err = e.ds.back.NewStage(rel, true, fsPerm(perm))
 		lock.release()
 	} else {
-		st, err = NewStage(target, false, fsPerm(perm))
+		st, err = e.ds.back.NewStage(rel, false, fsPerm(perm))
 	}
 	if err != nil {
 		return nil, &Error{Path: rel, Op: "write", Reason: err.Error(), Errno: ErrnoOf(err)}
@@ -144,16 +143,17 @@ func (e *DirdbEntry) setStageLocked(m member, s *dirdbStage) {
 // it has one (with clean, also one without changes). It does not take
 // mu: a stage closed meanwhile (published or dropped) reports false, and
 // the backing file is then what to look at.
-func (e *DirdbEntry) pendingStat(m member, clean bool) (syscall.Stat_t, bool) {
+func (e *DirdbEntry) pendingStat(m member, clean bool) (Stat, bool) {
 	s := e.m[m].pub.Load()
 	if s == nil || !(clean || s.dirty.Load()) {
-		return syscall.Stat_t{}, false
+		return Stat{}, false
 	}
-	fi, err := s.s.File().Stat()
+	// Without mu: the stage may be committed and closed meanwhile.
+	st, err := FstatFile(s.s.File())
 	if err != nil {
-		return syscall.Stat_t{}, false
+		return Stat{}, false
 	}
-	return *fi.Sys().(*syscall.Stat_t), true
+	return st, true
 }
 
 // commitLocked publishes the member's stage if it holds a change: a

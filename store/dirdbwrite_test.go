@@ -30,10 +30,12 @@ func TestDirdbWritePublishes(t *testing.T) {
 	if got := readString(t, filepath.Join(db, "a.pickle")); got != "\x80\x04old-a." {
 		t.Fatalf("published while still being written: %q", got)
 	}
-	if got := snapshotString(t, f); got != "\x80\x04new" {
-		t.Errorf("a reader of the mount sees %q, want the pending version", got)
+	// A version still being written is nobody else's to read: a reader
+	// opening now sees the old content whole, never a prefix of the new.
+	if got := snapshotString(t, f); got != "\x80\x04old-a." {
+		t.Errorf("a reader of the mount sees %q while the new version is being written, want the old one", got)
 	}
-	st, ok, err := d.DirdbStat("db/a.pickle")
+	st, _, ok, err := d.DirdbStat("db/a.pickle")
 	if !ok || err != nil || st.Size != 5 {
 		t.Errorf("DirdbStat: size %d ok %v err %v, want the pending size 5", st.Size, ok, err)
 	}
@@ -46,6 +48,9 @@ func TestDirdbWritePublishes(t *testing.T) {
 	if got := readString(t, filepath.Join(db, "a.pickle")); got != "\x80\x04new-a." {
 		t.Fatalf("after close: %q", got)
 	}
+	if got := snapshotString(t, f); got != "\x80\x04new-a." {
+		t.Errorf("a reader after the close sees %q, want the new version", got)
+	}
 	if d.Pool().Stats().Units != 0 {
 		t.Errorf("pool still holds %d units", d.Pool().Stats().Units)
 	}
@@ -57,10 +62,10 @@ func TestDirdbWritePublishes(t *testing.T) {
 
 func assertNoStage(t *testing.T, dir string) {
 	t.Helper()
-	names, _ := readDirNames(dir)
-	for _, n := range names {
-		if IsStageName(n) {
-			t.Errorf("staged file left: %s", n)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if IsStageName(e.Name()) {
+			t.Errorf("staged file left: %s", e.Name())
 		}
 	}
 }
@@ -249,4 +254,9 @@ func TestDirdbCheck(t *testing.T) {
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("problems %v, want on %v", problems, want)
 	}
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }

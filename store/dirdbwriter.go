@@ -47,7 +47,7 @@ func (f *DirdbFile) NewWriter(ctx context.Context, trunc, appendMode bool) (*Dir
 // at its first publication, so that a Python reader never sees it empty
 // or partly written. An existing file is opened (O_EXCL: EEXIST).
 // uid/gid (>= 0) become the owner. ok is false when rel is not a member.
-func (d *Dataset) DirdbCreate(ctx context.Context, rel string, flags int, mode uint32, uid, gid int) (w *DirdbWriter, st syscall.Stat_t, ok bool, err error) {
+func (d *Dataset) DirdbCreate(ctx context.Context, rel string, flags int, mode uint32, uid, gid int) (w *DirdbWriter, st Stat, ok bool, err error) {
 	f, ok := d.dirdbFile(rel)
 	if !ok {
 		return nil, st, false, nil
@@ -60,7 +60,8 @@ func (d *Dataset) DirdbCreate(ctx context.Context, rel string, flags int, mode u
 	e.mu.Lock()
 	ms := &e.m[f.m]
 	// A version being created by another handle exists already.
-	exists := syscall.Lstat(d.Path(rel), &st) == nil || (ms.stage != nil && ms.stage.dirty.Load())
+	st, lerr := d.back.Lstat(rel)
+	exists := lerr == nil || (ms.stage != nil && ms.stage.dirty.Load())
 	if exists && flags&syscall.O_EXCL != 0 {
 		e.mu.Unlock()
 		f.Release()
@@ -226,10 +227,10 @@ func (w *DirdbWriter) truncateLocked(ctx context.Context, size int64) (*dirdbSta
 func (w *DirdbWriter) Stat() (syscall.Stat_t, error) {
 	e, m := w.f.e, w.f.m
 	if st, ok := e.pendingStat(m, true); ok {
-		return st, nil
+		return st.Stat_t, nil
 	}
-	var st syscall.Stat_t
-	return st, syscall.Stat(e.ds.Path(e.String()+memberExt[m]), &st)
+	st, err := e.ds.back.Lstat(e.String() + memberExt[m])
+	return st.Stat_t, err
 }
 
 // Flush is close(2) of a descriptor: the close of the last writer

@@ -13,32 +13,48 @@ func init() { checkers = append(checkers, checkDocStores) }
 
 // checkDocStores validates the store of a directory holding header.bin
 // and body.bin: every record, and every live document's bytes.
-func checkDocStores(root, dirRel string, names []string, cfg Config) []Problem {
+func checkDocStores(back *Backing, dirRel string, names []string, cfg Config) []Problem {
 	i := sort.SearchStrings(names, DocBodyName)
 	j := sort.SearchStrings(names, DocHeaderName)
 	if i == len(names) || names[i] != DocBodyName || j == len(names) || names[j] != DocHeaderName {
 		return nil
 	}
-	return CheckDocStore(filepath.Join(root, dirRel), dirRel, cfg.KeyLength)
+	dir, err := back.OpenDir(dirRel)
+	if err != nil {
+		return []Problem{{Path: dirRel, Reason: unwrapPath(err).Error()}}
+	}
+	defer dir.Close()
+	return checkDocStore(int(dir.Fd()), dirRel, cfg.KeyLength)
 }
 
 // maxPerKind bounds how many problems of one kind are listed per store.
 const maxPerKind = 20
 
-// CheckDocStore validates the store in dir (shown as rel) with key
-// length k (0: the sidecar's, else detected). It only reads.
-func CheckDocStore(dir, rel string, k int) []Problem {
+// checkDocStore validates the store in directory dirFd (shown as rel)
+// with key length k (0: the sidecar's, else detected). It only reads.
+func checkDocStore(dirFd int, rel string, k int) []Problem {
 	var out []Problem
 	add := func(path, format string, args ...any) {
 		out = append(out, Problem{Path: path, Reason: fmt.Sprintf(format, args...)})
 	}
-	hf, err := os.Open(filepath.Join(dir, DocHeaderName))
+	open := func(name string) (*os.File, error) {
+		fd, err := unix.Openat(dirFd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkRegular(fd); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		return os.NewFile(uintptr(fd), name), nil
+	}
+	hf, err := open(DocHeaderName)
 	if err != nil {
 		add(filepath.Join(rel, DocHeaderName), "%v", err)
 		return out
 	}
 	defer hf.Close()
-	bf, err := os.Open(filepath.Join(dir, DocBodyName))
+	bf, err := open(DocBodyName)
 	if err != nil {
 		add(filepath.Join(rel, DocBodyName), "%v", err)
 		return out
@@ -52,12 +68,8 @@ func CheckDocStore(dir, rel string, k int) []Problem {
 	}
 	hsize, bsize := hst.Size(), bst.Size()
 	if k == 0 {
-		dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err == nil {
-			if sc, err := readSidecar(dfd); err == nil && sc.k > 0 && hsize%int64(docRecordSize(sc.k)) == 0 {
-				k = sc.k
-			}
-			unix.Close(dfd)
+		if sc, err := readSidecar(dirFd); err == nil && sc.k > 0 && hsize%int64(docRecordSize(sc.k)) == 0 {
+			k = sc.k
 		}
 	}
 	if k == 0 {

@@ -27,8 +27,7 @@ func (d *Dataset) DocStore(dirRel string) *DocStore {
 		}
 		d.retireStore(s, "its files were replaced or removed behind arrayfs's back")
 	}
-	dir := d.Path(dirRel)
-	if !isRegular(filepath.Join(dir, DocHeaderName)) || !isRegular(filepath.Join(dir, DocBodyName)) {
+	if !d.back.IsRegular(filepath.Join(dirRel, DocHeaderName)) || !d.back.IsRegular(filepath.Join(dirRel, DocBodyName)) {
 		return nil
 	}
 	d.openMu.Lock()
@@ -41,19 +40,13 @@ func (d *Dataset) DocStore(dirRel string) *DocStore {
 	return s
 }
 
-func isRegular(p string) bool {
-	var st unix.Stat_t
-	return unix.Lstat(p, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG
-}
-
 // storeSig identifies the files of a store that could not be served, so
 // that it is not parsed again until they change.
-func storeSig(dir string) [2]fileSig {
+func storeSig(back *Backing, dirRel string) [2]fileSig {
 	var sig [2]fileSig
 	for i, n := range []string{DocHeaderName, DocBodyName} {
-		var st unix.Stat_t
-		if unix.Lstat(filepath.Join(dir, n), &st) == nil {
-			sig[i] = sigOfUnix(&st)
+		if st, err := back.Lstat(filepath.Join(dirRel, n)); err == nil {
+			sig[i] = sigOf(&st.Stat_t)
 		}
 	}
 	return sig
@@ -66,7 +59,7 @@ func (d *Dataset) openStoreLocked(dirRel string) (*DocStore, error) {
 	if s != nil {
 		return s, nil
 	}
-	sig := storeSig(d.Path(dirRel))
+	sig := storeSig(d.back, dirRel)
 	if bad, ok := d.badDocs[dirRel]; ok && bad == sig {
 		return nil, nil
 	}

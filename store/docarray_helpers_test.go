@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -215,4 +216,15 @@ func readAll(t testing.TB, s *DocStore, name string) []byte {
 		t.Fatalf("%s: view and copy differ", name)
 	}
 	return b
+}
+
+// checkStoreDir runs the store checker on directory dir, shown as rel.
+func checkStoreDir(t *testing.T, dir, rel string) []Problem {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	return checkDocStore(fd, rel, 0)
 }

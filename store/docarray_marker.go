@@ -343,8 +343,7 @@ func (d *Dataset) CreateDocStore(dirRel string, marker []byte, meta DocMeta, ski
 	}
 	d.openMu.Lock()
 	defer d.openMu.Unlock()
-	dir := d.Path(dirRel)
-	names, err := readDirNames(dir)
+	names, err := readDirNames(d.back, dirRel)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -358,8 +357,8 @@ func (d *Dataset) CreateDocStore(dirRel string, marker []byte, meta DocMeta, ski
 		if name == skip || d.Hidden(dirRel, name) {
 			continue
 		}
-		var st unix.Stat_t
-		if err := unix.Lstat(filepath.Join(dir, name), &st); err != nil {
+		st, err := d.back.Lstat(filepath.Join(dirRel, name))
+		if err != nil {
 			return nil, nil, err
 		}
 		why := ""
@@ -368,7 +367,7 @@ func (d *Dataset) CreateDocStore(dirRel string, marker []byte, meta DocMeta, ski
 			why = "not a regular file"
 		} else if key, ok := DocKey(name); !ok || name == DocHeaderName || name == DocBodyName || key != truncateKey(key, k) {
 			why = "not a document name (too long for the key length, or not escaped as a store escapes names)"
-		} else if data, err = os.ReadFile(filepath.Join(dir, name)); err != nil {
+		} else if data, err = d.back.ReadFile(filepath.Join(dirRel, name)); err != nil {
 			return nil, nil, err
 		} else if verr := ValidateDocument(data); verr != nil {
 			why = fmt.Sprintf("not a DocumentProto (%v)", verr)
@@ -382,11 +381,12 @@ func (d *Dataset) CreateDocStore(dirRel string, marker []byte, meta DocMeta, ski
 
 	// The sidecar first, then body.bin, then header.bin: the store
 	// exists once both are there, and then it is complete.
-	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	dirf, err := d.back.OpenDir(dirRel)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer unix.Close(dfd)
+	defer dirf.Close()
+	dfd := int(dirf.Fd())
 	base := now()
 	side := encodeStoreLine(newStoreID(), k, base)
 	side = append(side, encodeMarkerLine(meta)...)
@@ -405,7 +405,7 @@ func (d *Dataset) CreateDocStore(dirRel string, marker []byte, meta DocMeta, ski
 		// The store belongs to whoever made it (a mount serving others
 		// as root), as files created through the mount do.
 		for _, name := range []string{DocMetaName, DocBodyName, DocHeaderName} {
-			if err := unix.Fchownat(dfd, name, int(meta.UID), int(meta.GID), 0); err != nil {
+			if err := unix.Fchownat(dfd, name, int(meta.UID), int(meta.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dirRel, name), err)
 			}
 		}
@@ -425,7 +425,7 @@ func (d *Dataset) CreateDocStore(dirRel string, marker []byte, meta DocMeta, ski
 			return s, moved, err
 		}
 		for _, doc := range docs {
-			if err := os.Remove(filepath.Join(dir, doc.name)); err != nil {
+			if err := unix.Unlinkat(dfd, doc.name, 0); err != nil {
 				return s, moved, err
 			}
 			moved = append(moved, doc.name)

@@ -76,6 +76,7 @@ func (m DocMeta) json() *metaJSON { return &metaJSON{m.Mtime, m.Mode, m.UID, m.G
 // sidecarState is the replayed content of a sidecar.
 type sidecarState struct {
 	exists   bool
+	unusable string // why a file there is not one arrayfs can use
 	id       uint64
 	k        int
 	base     int64
@@ -94,8 +95,15 @@ type docSidecar struct {
 // readSidecar replays the sidecar of the store directory dirFd.
 func readSidecar(dirFd int) (*sidecarState, error) {
 	st := &sidecarState{docs: map[string]docSidecar{}}
-	fd, err := unix.Openat(dirFd, DocMetaName, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(dirFd, DocMetaName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if errors.Is(err, syscall.ENOENT) {
+		return st, nil
+	}
+	if errors.Is(err, syscall.ELOOP) {
+		// A symbolic link where arrayfs keeps its own file: never
+		// followed (it could point anywhere the daemon may write);
+		// the store starts a sidecar of its own over it.
+		st.unusable = "is a symbolic link"
 		return st, nil
 	}
 	if err != nil {
@@ -103,6 +111,10 @@ func readSidecar(dirFd int) (*sidecarState, error) {
 	}
 	f := os.NewFile(uintptr(fd), DocMetaName)
 	defer f.Close()
+	if err := checkRegular(fd); err != nil {
+		st.unusable = err.Error()
+		return st, nil
+	}
 	st.exists = true
 	r := bufio.NewReaderSize(f, 1<<20)
 	for {
@@ -202,25 +214,42 @@ func writeFileAt(dirFd int, name string, data []byte, perm uint32) error {
 	if err := unix.Fstat(dirFd, &dst); err == nil {
 		defer unix.UtimesNanoAt(dirFd, "", []unix.Timespec{dst.Atim, dst.Mtim}, unix.AT_EMPTY_PATH)
 	}
-	tmp := fmt.Sprintf("%s%s.%d", StagePrefix, name, rand.Uint32())
-	fd, err := unix.Openat(dirFd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, perm)
+	fd, tmp, err := createStageFile(dirFd, name, perm)
 	if err != nil {
 		return err
 	}
 	f := os.NewFile(uintptr(fd), tmp)
-	_, err = f.Write(data)
+	err = f.Chmod(os.FileMode(perm & 0o777))
+	if err == nil {
+		_, err = f.Write(data)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	// Renamed while still open: the flock keeps it ours until then.
 	if err == nil {
 		err = unix.Renameat(dirFd, tmp, dirFd, name)
 	}
 	if err != nil {
 		unix.Unlinkat(dirFd, tmp, 0)
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
 		return err
 	}
 	return unix.Fsync(dirFd)
+}
+
+// checkRegular refuses a descriptor that is not a regular file (a FIFO
+// or device put where arrayfs keeps a file of its own).
+func checkRegular(fd int) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("not a regular file")
+	}
+	return nil
 }

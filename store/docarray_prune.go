@@ -93,24 +93,49 @@ func (s *DocStore) Prune(progress func(done, total int64)) (PruneStats, error) {
 	s.mu.RUnlock()
 	stats.Documents = len(docs)
 
-	storePath := s.ds.Path(rel)
-	parent, name := filepath.Dir(storePath), filepath.Base(storePath)
+	if isRoot(rel) {
+		return stats, refuse(rel, "prune", syscall.EINVAL,
+			"the store is the dataset directory itself; prune it with the dataset's parent as the dataset (unmounted: arrayfs prune DIR)")
+	}
+	parentRel, name := filepath.Split(filepath.Clean(rel))
+	parent, err := s.ds.back.OpenDir(parentRel)
+	if err != nil {
+		return stats, s.pruneError("opening the store's parent directory", err)
+	}
+	defer parent.Close()
+	pfd := int(parent.Fd())
 	others, err := s.otherEntries()
 	if err != nil {
 		return stats, err
 	}
-	removeStalePrunes(parent, name)
-	tmp := filepath.Join(parent, fmt.Sprintf("%sprune.%s.%d", StagePrefix, name, rand.Uint32()))
-	liveStages.add(tmp)
-	defer liveStages.remove(tmp)
-	if err := os.Mkdir(tmp, 0o700); err != nil {
+	removeStalePrunes(s.ds.back, parentRel, name)
+	tmp := fmt.Sprintf("%sprune.%s.%08x", StagePrefix, name, rand.Uint32())
+	if err := unix.Mkdirat(pfd, tmp, 0o700); err != nil {
 		return stats, s.pruneError("making the staging directory", err)
 	}
+	tfd, err := unix.Openat(pfd, tmp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Unlinkat(pfd, tmp, unix.AT_REMOVEDIR)
+		return stats, s.pruneError("opening the staging directory", err)
+	}
+	newDir := os.NewFile(uintptr(tfd), filepath.Join(parentRel, tmp))
+	defer func() {
+		if newDir != nil {
+			newDir.Close()
+		}
+	}()
+	// The staging directory is ours while we hold its flock (another
+	// mount or a listing must not take it for a killed prune's), and
+	// the new store is locked before anyone can see it under NAME.
+	if err := unix.Flock(tfd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Unlinkat(pfd, tmp, unix.AT_REMOVEDIR)
+		return stats, s.pruneError("locking the staging directory", err)
+	}
 	fail := func(what string, err error) (PruneStats, error) {
-		os.RemoveAll(tmp)
+		removeStaleDir(pfd, tmp)
 		return stats, s.pruneError(what, err)
 	}
-	newBody, err := s.writePrunedStore(tmp, docs, total, progress)
+	newBody, err := s.writePrunedStore(tfd, docs, total, progress)
 	if err != nil {
 		return fail("writing the new store", err)
 	}
@@ -125,16 +150,6 @@ func (s *DocStore) Prune(progress func(done, total int64)) (PruneStats, error) {
 			side = append(side, encodeDocLine(d.key, m, d.ino)...)
 		}
 	}
-	tfd, err := unix.Open(tmp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fail("opening the staging directory", err)
-	}
-	newDir := os.NewFile(uintptr(tfd), tmp)
-	defer func() {
-		if newDir != nil {
-			newDir.Close()
-		}
-	}()
 	if err := writeFileAt(tfd, DocMetaName, side, 0o644); err != nil {
 		return fail("writing the sidecar", err)
 	}
@@ -149,18 +164,14 @@ func (s *DocStore) Prune(progress func(done, total int64)) (PruneStats, error) {
 	if err := unix.Fsync(tfd); err != nil {
 		return fail("fsync of the staging directory", err)
 	}
-	// The new store is locked before anyone can see it under NAME.
-	if err := unix.Flock(tfd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return fail("locking the new store", err)
-	}
-	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, storePath, unix.RENAME_EXCHANGE); err != nil {
+	if err := unix.Renameat2(pfd, tmp, pfd, name, unix.RENAME_EXCHANGE); err != nil {
 		if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSYS) {
 			err = fmt.Errorf("%v (the file system cannot exchange two directories atomically; prune needs renameat2 RENAME_EXCHANGE)", err)
 		}
 		return fail("swapping in the new store", err)
 	}
-	if err := SyncDir(parent); err != nil {
-		s.ds.Logf("%s: prune: %v", rel, err)
+	if err := parent.Sync(); err != nil {
+		s.ds.Logf("%s: prune: fsync of the parent directory: %v", rel, err)
 	}
 
 	// The store is the new one from here on: switch to it.
@@ -191,11 +202,7 @@ func (s *DocStore) Prune(progress func(done, total int64)) (PruneStats, error) {
 		s.sidecar = nil
 	}
 	if err == nil {
-		var fd int
-		fd, err = unix.Openat(s.dirFd(), DocMetaName, unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
-		if err == nil {
-			s.sidecar = os.NewFile(uintptr(fd), DocMetaName)
-		}
+		s.sidecar, err = openSidecarAppend(s.dirFd())
 	}
 	s.storeDirty, s.orderDirty = false, false
 	s.orderChanged()
@@ -208,7 +215,9 @@ func (s *DocStore) Prune(progress func(done, total int64)) (PruneStats, error) {
 	if newBody != stats.BytesAfter-s.sigs[0].size {
 		s.ds.Logf("%s: prune: new body is %d bytes, expected %d", rel, stats.BytesAfter-s.sigs[0].size, newBody)
 	}
-	if err := os.RemoveAll(tmp); err != nil {
+	// The old store, now under the staging name, goes; its flock went
+	// with its descriptor (oldDir), and the new one's stays with s.dir.
+	if _, err := removeStaleDir(pfd, tmp); err != nil {
 		s.ds.Logf("%s: prune: removing the old store (now %s): %v", rel, tmp, err)
 	}
 	stats.Elapsed = time.Since(start)
@@ -223,7 +232,7 @@ func (s *DocStore) pruneError(what string, err error) error {
 // regular files are carried over by hard links; anything else stops the
 // prune (it could not be carried over atomically).
 func (s *DocStore) otherEntries() ([]string, error) {
-	names, err := readDirNames(s.ds.Path(s.Rel()))
+	names, err := readDirNames(s.ds.back, s.Rel())
 	if err != nil {
 		return nil, err
 	}
@@ -260,30 +269,36 @@ func (s *DocStore) copyDirAttrs(tfd int) error {
 }
 
 // removeStalePrunes removes staging directories of earlier prunes of
-// NAME that were killed.
-func removeStalePrunes(parent, name string) {
+// NAME that were killed (nobody holds their flock).
+func removeStalePrunes(back *Backing, parentRel, name string) {
 	prefix := StagePrefix + "prune." + name + "."
-	ents, err := os.ReadDir(parent)
+	names, err := back.ReadDirNames(parentRel)
 	if err != nil {
 		return
 	}
-	for _, e := range ents {
-		p := filepath.Join(parent, e.Name())
-		if strings.HasPrefix(e.Name(), prefix) && !liveStages.has(p) {
-			os.RemoveAll(p)
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			back.RemoveStaleStage(parentRel, n)
 		}
 	}
 }
 
 // writePrunedStore writes body.bin and header.bin of the compacted store
-// into dir and fsyncs them. It returns the new body's size.
-func (s *DocStore) writePrunedStore(dir string, docs []pruneDoc, total int64, progress func(done, total int64)) (int64, error) {
-	bf, err := os.OpenFile(filepath.Join(dir, DocBodyName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+// into directory dirFd and fsyncs them. It returns the new body's size.
+func (s *DocStore) writePrunedStore(dirFd int, docs []pruneDoc, total int64, progress func(done, total int64)) (int64, error) {
+	create := func(name string) (*os.File, error) {
+		fd, err := unix.Openat(dirFd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		return os.NewFile(uintptr(fd), name), nil
+	}
+	bf, err := create(DocBodyName)
 	if err != nil {
 		return 0, err
 	}
 	defer bf.Close()
-	hf, err := os.OpenFile(filepath.Join(dir, DocHeaderName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	hf, err := create(DocHeaderName)
 	if err != nil {
 		return 0, err
 	}

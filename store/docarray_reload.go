@@ -48,11 +48,13 @@ func (s *DocStore) refresh() (gone bool) {
 	if s.closed {
 		return true
 	}
-	var hs, bs, ds, dp unix.Stat_t
+	var hs, bs, ds unix.Stat_t
 	if unix.Fstatat(s.dirFd(), DocHeaderName, &hs, unix.AT_SYMLINK_NOFOLLOW) != nil ||
 		unix.Fstatat(s.dirFd(), DocBodyName, &bs, unix.AT_SYMLINK_NOFOLLOW) != nil ||
-		unix.Fstat(s.dirFd(), &ds) != nil || unix.Stat(s.ds.Path(s.Rel()), &dp) != nil ||
-		ds.Ino != dp.Ino || ds.Dev != dp.Dev {
+		unix.Fstat(s.dirFd(), &ds) != nil {
+		return true
+	}
+	if dp, err := s.ds.back.Lstat(s.Rel()); err != nil || ds.Ino != dp.Ino || ds.Dev != dp.Dev {
 		return true
 	}
 	if sigOfUnix(&hs) == s.sigs[0] && sigOfUnix(&bs) == s.sigs[1] {
@@ -148,7 +150,7 @@ func (s *DocStore) reopenFilesLocked() error {
 		if err := unix.Fstat(int(f.Fd()), &a); err != nil {
 			return false, nil, err
 		}
-		if err := unix.Fstatat(s.dirFd(), name, &b, 0); err != nil {
+		if err := unix.Fstatat(s.dirFd(), name, &b, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return false, nil, err
 		}
 		return a.Ino == b.Ino && a.Dev == b.Dev, &b, nil

@@ -226,8 +226,7 @@ func (e *errStoreProblem) Error() string { return e.reason }
 // openDocStore opens the store in directory rel of d. A store that
 // cannot be served is returned as an *errStoreProblem.
 func openDocStore(d *Dataset, rel string, cfg Config) (*DocStore, error) {
-	dirPath := d.Path(rel)
-	dir, err := os.OpenFile(dirPath, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	dir, err := d.back.OpenDir(rel)
 	if err != nil {
 		return nil, err
 	}
@@ -245,6 +244,9 @@ func openDocStore(d *Dataset, rel string, cfg Config) (*DocStore, error) {
 	sc, err := readSidecar(s.dirFd())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", DocMetaName, err)
+	}
+	if sc.unusable != "" {
+		s.report(fmt.Sprintf("%s %s: not used; arrayfs writes a new one in its place", DocMetaName, sc.unusable))
 	}
 	if err := s.openFiles(); err != nil {
 		return nil, err
@@ -292,17 +294,33 @@ func openDocStore(d *Dataset, rel string, cfg Config) (*DocStore, error) {
 		}
 	}
 	if !s.readOnly {
-		fd, err := unix.Openat(s.dirFd(), DocMetaName, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		f, err := openSidecarAppend(s.dirFd())
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", DocMetaName, err)
 		}
-		s.sidecar = os.NewFile(uintptr(fd), DocMetaName)
+		s.sidecar = f
 	}
 	ok = true
 	return s, nil
 }
 
 func (s *DocStore) dirFd() int { return int(s.dir.Fd()) }
+
+// openSidecarAppend opens the sidecar of store directory dirFd for
+// appending, creating it: never through a symbolic link (a user who owns
+// the store directory could point one at a file of root's), and only a
+// regular file.
+func openSidecarAppend(dirFd int) (*os.File, error) {
+	fd, err := unix.Openat(dirFd, DocMetaName, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRegular(fd); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), DocMetaName), nil
+}
 
 // openFiles opens header.bin and body.bin of the store directory.
 func (s *DocStore) openFiles() error {
@@ -311,11 +329,15 @@ func (s *DocStore) openFiles() error {
 		flag = unix.O_RDONLY
 	}
 	open := func(name string) (*os.File, *Mapping, fileSig, error) {
-		fd, err := unix.Openat(s.dirFd(), name, flag|unix.O_CLOEXEC, 0)
+		fd, err := unix.Openat(s.dirFd(), name, flag|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return nil, nil, fileSig{}, fmt.Errorf("%s: %w", name, err)
 		}
-		f := os.NewFile(uintptr(fd), filepath.Join(s.ds.Path(s.rel), name))
+		f := os.NewFile(uintptr(fd), filepath.Join(s.rel, name))
+		if err := checkRegular(fd); err != nil {
+			f.Close()
+			return nil, nil, fileSig{}, fmt.Errorf("%s: %w", name, err)
+		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			f.Close()

@@ -110,7 +110,7 @@ func TestDocStoreFixture(t *testing.T) {
 	if err != nil || e.Key != "a-very-long-document-identifier-that" {
 		t.Errorf("long id: %+v %v", e, err)
 	}
-	if p := CheckDocStore(filepath.Join(root, "store"), "store", 0); len(p) != 0 {
+	if p := checkStoreDir(t, filepath.Join(root, "store"), "store"); len(p) != 0 {
 		t.Errorf("check of the fixture: %v", p)
 	}
 }
@@ -306,7 +306,7 @@ func TestDocStoreBadRecords(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "header.bin"), h, 0o644)
 	os.WriteFile(filepath.Join(dir, "body.bin"), body, 0o644)
 
-	problems := CheckDocStore(dir, "bad", 0)
+	problems := checkStoreDir(t, dir, "bad")
 	text := fmt.Sprint(problems)
 	for _, want := range []string{"record 5", "past the end", "record 7", "negative", "record 9", "UTF-32", "duplicate key \"d12\"", "record 13", "does not parse"} {
 		if !strings.Contains(text, want) {

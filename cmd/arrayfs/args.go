@@ -67,7 +67,7 @@ func parseMountArgs(args []string) (*mountArgs, error) {
 
 func (m *mountArgs) addOptions(list string) error {
 	if err := m.opts.Set(list); err != nil {
-		return err
+		return usagef("%v", err) // a mistake on the command line: exit 2
 	}
 	m.lists = append(m.lists, list)
 	return nil

@@ -93,6 +93,9 @@ func preflight(dataset, mountpoint string) error {
 	case !st.IsDir():
 		return fmt.Errorf("mount point %s: not a directory", mountpoint)
 	}
+	if err := preflightNesting(dataset, mountpoint); err != nil {
+		return err
+	}
 	if mi, ok := findMount(mountpoint); ok {
 		return fmt.Errorf("mount point %s: in use (a %s file system is mounted there); unmount it first", mountpoint, mi.fstype)
 	}
@@ -113,6 +116,37 @@ func preflightDataset(dataset string) error {
 		return fmt.Errorf("dataset %s: not a directory", dataset)
 	}
 	return nil
+}
+
+// preflightNesting refuses a mount point that is the dataset or inside
+// it (through symbolic links and bind mounts too): every access to the
+// mount would reach the dataset through the mount itself, and the first
+// lookup would hang every process that touches it.
+func preflightNesting(dataset, mountpoint string) error {
+	var ds syscall.Stat_t
+	if err := syscall.Stat(dataset, &ds); err != nil {
+		return fmt.Errorf("dataset %s: %v", dataset, err)
+	}
+	p, err := filepath.EvalSymlinks(mountpoint)
+	if err != nil {
+		return fmt.Errorf("mount point %s: %v", mountpoint, unwrapPathError(err))
+	}
+	if p, err = filepath.Abs(p); err != nil {
+		return err
+	}
+	for first := true; ; first = false {
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil && st.Dev == ds.Dev && st.Ino == ds.Ino {
+			if first {
+				return fmt.Errorf("mount point %s is the dataset directory itself: mount it somewhere outside the dataset", mountpoint)
+			}
+			return fmt.Errorf("mount point %s is inside the dataset %s (at %s): the mount would serve itself; choose a mount point outside the dataset", mountpoint, dataset, p)
+		}
+		if p == "/" || p == "." {
+			return nil
+		}
+		p = filepath.Dir(p)
+	}
 }
 
 func unwrapPathError(err error) error {
@@ -248,6 +282,9 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 	raiseReadahead(mountpoint, logger)
 	ds.Pool().StartTimer(opts.Writeback, func(err error) { logger.Printf("periodic write-back: %v", err) })
 	logger.Printf("mounted %s at %s (%s)", ds.Root(), mountpoint, opts)
+	if opts.AllowOther && !opts.CheckPermissions() {
+		logger.Printf("warning: allow_other with no_default_permissions: the kernel checks no permissions, so every user may read, write and change every file of the dataset that this process (uid %d) may", os.Geteuid())
+	}
 	ready(nil)
 
 	sigs := make(chan os.Signal, 2)
