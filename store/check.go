@@ -86,7 +86,11 @@ func checkArrays(back *Backing, dirRel string, names []string, cfg Config) []Pro
 		if first == "" {
 			continue // a scalar property or any other yaml
 		}
-		if _, p, err := validateArray(back, dirRel, first); err != nil {
+		item, p, err := validateArray(back, dirRel, first)
+		if err == nil && p == nil && item != nil && item.meta.Sparse {
+			p = checkSparseContent(back, dirRel, base, item.meta)
+		}
+		if err != nil {
 			out = append(out, Problem{Path: filepath.Join(dirRel, first), Reason: err.Error()})
 		} else if p != nil {
 			out = append(out, Problem{Path: filepath.Join(dirRel, p.Path), Reason: p.Reason})

@@ -18,9 +18,9 @@ func init() { checkers = append(checkers, checkDirdb) }
 const checkDirdbLockWait = 5 * time.Second
 
 // checkDirdb validates the entries of a database directory: each
-// NAME.pickle must be a complete pickle (not empty, ending with the STOP
-// opcode: an in-place write interrupted by a crash leaves a truncated
-// one), each NAME.json valid JSON. Files are read under dirdb's lock when
+// NAME.pickle must be one whole pickle (pickle.go: an in-place write
+// interrupted by a crash leaves a truncated one), each NAME.json valid
+// JSON. Files are read under dirdb's lock when
 // their lock file exists; check creates nothing.
 func checkDirdb(back *Backing, dirRel string, names []string, cfg Config) []Problem {
 	if !namesHavePickle(names) && !ancestorHasPickle(back, dirRel) {
@@ -69,15 +69,8 @@ func checkDirdbFile(back *Backing, dirRel, base, ext string) string {
 	if err != nil {
 		return err.Error()
 	}
-	if st.Size() == 0 {
-		return "empty: not a pickle (a write was interrupted?)"
-	}
-	last := make([]byte, 1)
-	if _, err := f.ReadAt(last, st.Size()-1); err != nil {
+	if err := validatePickle(f, st.Size()); err != nil {
 		return err.Error()
-	}
-	if last[0] != '.' {
-		return "truncated: a pickle ends with its STOP opcode '.', this one does not (a write was interrupted?)"
 	}
 	return ""
 }

@@ -238,6 +238,7 @@ func TestDirdbRenameWithOpenWriter(t *testing.T) {
 
 func TestDirdbCheck(t *testing.T) {
 	_, db := newDirdb(t, Config{})
+	writeFile(t, filepath.Join(db, "a.pickle"), "\x80\x04\x95\x09\x00\x00\x00\x00\x00\x00\x00\x8c\x05old-a\x94.") // pickle.dumps('old-a')
 	writeFile(t, filepath.Join(db, "torn.pickle"), "\x80\x04\x95half")
 	writeFile(t, filepath.Join(db, "torn.json"), `{"x": `)
 	os.Mkdir(filepath.Join(db, "sub"), 0o755)
