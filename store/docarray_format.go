@@ -165,6 +165,31 @@ func misfit(rec []byte, k int, bodySize int64, seen map[string]bool) bool {
 	return false
 }
 
+// plausibleK is the cheap test a K must pass before its records are
+// checked: the (p, r, end) of its first, middle or last record looks
+// like one, a tombstone or a non-empty document inside body.bin at a page-aligned
+// p (4096 on Linux, 65536 on Windows, the original's G). A wrong K reads
+// key characters there and fails; only 24 bytes are read per record.
+func plausibleK(k int, n, bodySize int64, read func(p []byte, off int64) error) bool {
+	rs := int64(docRecordSize(k))
+	var tail [24]byte
+	for _, i := range []int64{0, n / 2, n - 1} {
+		if read(tail[:], i*rs+int64(4*k)) != nil {
+			continue
+		}
+		rr := rawRecord{
+			p:   int64(binary.LittleEndian.Uint64(tail[0:])),
+			r:   int64(binary.LittleEndian.Uint64(tail[8:])),
+			end: int64(binary.LittleEndian.Uint64(tail[16:])),
+		}
+		if rr.tombstone() || rr.p >= 0 && rr.p%docPageSize == 0 && rr.r >= 0 && rr.r < 1<<16 &&
+			rr.end > rr.r && rr.p <= bodySize && rr.end <= bodySize-rr.p {
+			return true
+		}
+	}
+	return false
+}
+
 // recordProblem says why a record cannot be served, or "" when it is a
 // tombstone or a document inside body.bin.
 func recordProblem(rec []byte, k int, bodySize int64) string {
@@ -192,15 +217,19 @@ type keyLengthChoice struct {
 }
 
 // detectKeyLength finds the K for which header.bin (headerSize bytes, read
-// through read) is a whole number of records that all have valid keys and
-// sane offsets. It samples the first and last records, which is enough to
-// tell apart the Ks that divide the size: a wrong K puts offsets in the
-// key field and key characters in the offsets.
+// through read) is a run of records with valid keys and sane offsets. It
+// samples the first and last records, which is enough to tell the Ks
+// apart: a wrong K puts offsets in the key field and key characters in
+// the offsets, and fails on nearly every record.
 //
-// Exactly one K must fit; 36 wins a tie because it is docarray's default.
-// When no K fits every sampled record, the best one is taken if nine in
-// ten records fit with it (a store with a few bad records still mounts);
-// otherwise no K is chosen: the store is reported, not guessed.
+// A K need not divide the size: the original's crash in the middle of an
+// append leaves a torn last record, which is then ignored. Nor must every
+// record fit: a store with a bad record among good ones is served without
+// it. The K chosen is the one under which most sampled records fit, if
+// they are a majority; on a tie, one that divides the size, then 36
+// (docarray's default). Several Ks that fit every record and divide the
+// size are ambiguous unless 36 is one: the store is reported, not
+// guessed. The caller reports the records that do not fit.
 func detectKeyLength(headerSize, bodySize int64, read func(p []byte, off int64) error) keyLengthChoice {
 	if headerSize == 0 {
 		return keyLengthChoice{k: DefaultKeyLength}
@@ -209,33 +238,45 @@ func detectKeyLength(headerSize, bodySize int64, read func(p []byte, off int64) 
 	type cand struct {
 		k        int
 		bad, all int
+		exact    bool // the size is a whole number of records
 	}
-	var fits, near []cand
+	var cands []cand
 	for k := 1; k <= MaxKeyLength; k++ {
 		rs := int64(docRecordSize(k))
-		if headerSize%rs != 0 {
+		n := headerSize / rs
+		if n == 0 {
+			break // larger K leave not even one record
+		}
+		if !plausibleK(k, n, bodySize, read) {
 			continue
 		}
-		n := headerSize / rs
-		c := cand{k: k}
+		c := cand{k: k, exact: headerSize%rs == 0}
+		limit := int(min(n, 2*sample))
 		seen := map[string]bool{}
+		// Records are read a few at a time: a wrong K fails on nearly
+		// every record, and is given up as soon as it cannot have a
+		// majority, after reading a handful.
 		check := func(from, to int64) bool {
-			buf := make([]byte, (to-from)*rs)
-			if read(buf, from*rs) != nil {
-				c.bad += int(to - from)
-				c.all += int(to - from)
-				return false
-			}
-			for i := int64(0); i < to-from; i++ {
-				c.all++
-				rec := buf[i*rs : (i+1)*rs]
-				if misfit(rec, k, bodySize, seen) {
-					c.bad++
-					// A wrong K fails on nearly every record: stop
-					// early once it cannot reach nine in ten.
-					if c.bad*10 > int(min(n, 2*sample)) {
-						return false
+			var buf []byte
+			for at, chunk := from, int64(4); at < to; at, chunk = at+chunk, min(2*chunk, 64) {
+				m := min(chunk, to-at)
+				if int64(len(buf)) < m*rs {
+					buf = make([]byte, m*rs)
+				}
+				b := buf[:m*rs]
+				if read(b, at*rs) != nil {
+					c.bad += int(to - at)
+					c.all += int(to - at)
+					return false
+				}
+				for i := int64(0); i < m; i++ {
+					c.all++
+					if misfit(b[i*rs:(i+1)*rs], k, bodySize, seen) {
+						c.bad++
 					}
+				}
+				if 2*c.bad >= limit || c.bad == c.all || c.all >= 16 && 2*c.bad > c.all {
+					return false
 				}
 			}
 			return true
@@ -246,40 +287,42 @@ func detectKeyLength(headerSize, bodySize int64, read func(p []byte, off int64) 
 		if n > sample && !check(max(sample, n-sample), n) {
 			continue
 		}
-		if c.bad == 0 {
-			fits = append(fits, c)
-		} else {
-			near = append(near, c)
+		if 2*c.bad < c.all {
+			cands = append(cands, c)
 		}
 	}
-	pick := func(cs []cand, what string) keyLengthChoice {
-		for _, c := range cs {
-			if c.k == DefaultKeyLength {
-				return keyLengthChoice{k: c.k}
+	if len(cands) == 0 {
+		return keyLengthChoice{reason: fmt.Sprintf("no key length fits %s (%d bytes): under every K, most records have invalid keys or offsets; give -o key_length=N", DocHeaderName, headerSize)}
+	}
+	// better: more of the sample fits, then a whole number of records,
+	// then docarray's default.
+	better := func(a, b cand) bool {
+		if fa, fb := (a.all-a.bad)*b.all, (b.all-b.bad)*a.all; fa != fb {
+			return fa > fb
+		}
+		if a.exact != b.exact {
+			return a.exact
+		}
+		return a.k == DefaultKeyLength && b.k != DefaultKeyLength
+	}
+	best := cands[0]
+	for _, c := range cands[1:] {
+		if better(c, best) {
+			best = c
+		}
+	}
+	if best.bad == 0 && best.exact && best.k != DefaultKeyLength {
+		var ks []int
+		for _, c := range cands {
+			if c.bad == 0 && c.exact {
+				ks = append(ks, c.k)
 			}
 		}
-		if len(cs) == 1 {
-			return keyLengthChoice{k: cs[0].k}
+		if len(ks) > 1 {
+			return keyLengthChoice{reason: fmt.Sprintf("several key lengths %v fit %s; give -o key_length=N", ks, DocHeaderName)}
 		}
-		ks := make([]int, len(cs))
-		for i, c := range cs {
-			ks[i] = c.k
-		}
-		return keyLengthChoice{reason: fmt.Sprintf("%s key lengths %v fit %s; give -o key_length=N", what, ks, DocHeaderName)}
 	}
-	switch {
-	case len(fits) > 0:
-		return pick(fits, "several")
-	case len(near) > 0:
-		best := near[0]
-		for _, c := range near[1:] {
-			if c.bad*best.all < best.bad*c.all {
-				best = c
-			}
-		}
-		return keyLengthChoice{k: best.k}
-	}
-	return keyLengthChoice{reason: fmt.Sprintf("no key length fits %s (%d bytes): for every K that divides its size, records have invalid keys or offsets; give -o key_length=N", DocHeaderName, headerSize)}
+	return keyLengthChoice{k: best.k}
 }
 
 // WriteDocStore writes a new store in dir (which must not hold one) the

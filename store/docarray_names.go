@@ -14,6 +14,9 @@ import (
 //   - the bytes '/', NUL and '%' are written %2F, %00 and %25, wherever
 //     they are; nothing else is escaped;
 //   - the whole keys "", "." and ".." are written "%", "%2E" and "%2E%2E";
+//   - a name that would be one the store directory keeps for itself (the
+//     marker .docarray, and .arrayfs or .arrayfs-*, arrayfs's own) has
+//     its leading '.' written %2E: the key ".docarray" is "%2Edocarray";
 //   - a name that would be longer than 255 bytes keeps the longest prefix
 //     of its escaped form that fits in 237 bytes (cut between characters)
 //     and ends in "%#" and 16 hex digits of the FNV-1a 64 hash of the
@@ -38,7 +41,28 @@ func DocName(key string) string {
 	case "..":
 		return "%2E%2E"
 	}
-	if !strings.ContainsAny(key, "/%\x00") && len(key) <= maxNameBytes {
+	if !strings.ContainsAny(key, "/%\x00") && len(key) <= maxNameBytes && !reservedName(key) {
+		return key
+	}
+	name := escapeBytes(key)
+	if reservedName(name) {
+		name = "%2E" + name[1:]
+	}
+	if len(name) <= maxNameBytes {
+		return name
+	}
+	return hashedName(name, key)
+}
+
+// reservedName reports whether name is one a store directory keeps for
+// itself, which no document may have.
+func reservedName(name string) bool {
+	return name == DocMarkerName || name == ".arrayfs" || strings.HasPrefix(name, ".arrayfs-")
+}
+
+// escapeBytes writes the bytes '/', NUL and '%' of key as escapes.
+func escapeBytes(key string) string {
+	if !strings.ContainsAny(key, "/%\x00") {
 		return key
 	}
 	var b strings.Builder
@@ -54,11 +78,7 @@ func DocName(key string) string {
 			b.WriteByte(c)
 		}
 	}
-	name := b.String()
-	if len(name) <= maxNameBytes {
-		return name
-	}
-	return hashedName(name, key)
+	return b.String()
 }
 
 func hashedName(escaped, key string) string {
@@ -103,10 +123,17 @@ func DocKey(name string) (string, bool) {
 		return "..", true
 	}
 	if !strings.Contains(name, "%") {
-		return name, utf8.ValidString(name) && name != "." && name != ".." && name != ""
+		return name, utf8.ValidString(name) && name != "." && name != ".." && name != "" && !reservedName(name)
 	}
 	var b strings.Builder
-	for i := 0; i < len(name); i++ {
+	i := 0
+	if strings.HasPrefix(name, "%2E") {
+		// A key whose name would be a reserved one (DocName checks below
+		// that it is).
+		b.WriteByte('.')
+		i = 3
+	}
+	for ; i < len(name); i++ {
 		c := name[i]
 		if c != '%' {
 			b.WriteByte(c)
@@ -139,5 +166,8 @@ func badDocName(name string) string {
 	if !utf8.ValidString(name) {
 		return "document names must be UTF-8 (keys are Unicode)"
 	}
-	return "not a document name: in a store, '%' is written %25, and only %2F, %00, %25 (and the names %, %2E, %2E%2E) are escapes"
+	if reservedName(name) {
+		return fmt.Sprintf("%s is a name the store keeps for itself: a document with that key is named %s", name, "%2E"+name[1:])
+	}
+	return "not a document name: in a store, '%' is written %25, and only %2F, %00, %25 (and the names %, %2E, %2E%2E, and %2E before a name the store keeps for itself) are escapes"
 }

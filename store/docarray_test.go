@@ -17,10 +17,14 @@ import (
 
 func TestDocNames(t *testing.T) {
 	for _, key := range []string{"doc-1", "", ".", "..", "a/b", "50%", "%2F", "nul\x00in", "%", ".x", "ü✓😀",
+		".docarray", ".arrayfs", ".arrayfs-docmeta.jsonl", ".arrayfs-stage.x", ".arrayfs-%", ".docarrayx", "%2Edocarray",
 		strings.Repeat("é", 200), strings.Repeat("/", 120), strings.Repeat("a%", 100)} {
 		name := DocName(key)
 		if len(name) > 255 || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." || name == "" {
 			t.Errorf("DocName(%q) = %q: not a file name", key, name)
+		}
+		if name == DocMarkerName || name == ".arrayfs" || strings.HasPrefix(name, ".arrayfs-") {
+			t.Errorf("DocName(%q) = %q: a name the store keeps for itself", key, name)
 		}
 		if isHashedName(name) {
 			if len(key)*1 <= 85 {
@@ -33,7 +37,10 @@ func TestDocNames(t *testing.T) {
 			t.Errorf("DocKey(DocName(%q) = %q) = %q, %v", key, name, back, ok)
 		}
 	}
-	for _, bad := range []string{"50%off", "%2e", "%2Ex", "a%2", "\xff"} {
+	if got := DocName(".docarray"); got != "%2Edocarray" {
+		t.Errorf("DocName(.docarray) = %q", got)
+	}
+	for _, bad := range []string{"50%off", "%2e", "%2Ex", "a%2", "\xff", ".docarray", ".arrayfs-x", "%2E.docarray"} {
 		if k, ok := DocKey(bad); ok {
 			t.Errorf("DocKey(%q) accepted (%q)", bad, k)
 		}
@@ -506,5 +513,43 @@ func TestDocWriteFileAtKeepsMtime(t *testing.T) {
 	mustNil(t, writeFileAt(fd, "x", []byte("y"), 0o644))
 	if st, _ := os.Stat(d); !st.ModTime().Equal(old) {
 		t.Fatalf("mtime %v, want %v", st.ModTime(), old)
+	}
+}
+
+// Key-length detection accepts a store with one bad record among a few
+// good ones, and one whose header.bin ends in a torn record (a crash in
+// the middle of an append); before, it tried only lengths dividing the
+// size and needed nine records in ten valid.
+func TestDetectKeyLengthBadAndTornRecords(t *testing.T) {
+	for _, k := range []int{20, 36, 64} {
+		dir := t.TempDir()
+		var docs [][]byte
+		var keys []string
+		for i := 0; i < 4; i++ {
+			keys = append(keys, fmt.Sprintf("doc-%d", i))
+			docs = append(docs, testDoc(keys[i], "x"))
+		}
+		writeDocs(t, dir, k, keys, docs)
+		h, err := os.ReadFile(filepath.Join(dir, "header.bin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := os.ReadFile(filepath.Join(dir, "body.bin"))
+		rs := docRecordSize(k)
+		detect := func(h []byte) int {
+			return detectKeyLength(int64(len(h)), int64(len(body)), func(p []byte, off int64) error {
+				copy(p, h[off:])
+				return nil
+			}).k
+		}
+		oneBad := append([]byte{}, h...)
+		binary.LittleEndian.PutUint64(oneBad[rs+4*k+16:], 1<<40) // record 1 ends far past body.bin
+		torn := append(append([]byte{}, h...), h[2*rs:2*rs+rs/2]...)
+		if got := detect(oneBad); got != k {
+			t.Errorf("K=%d, one bad record of four: detected %d", k, got)
+		}
+		if got := detect(torn); got != k {
+			t.Errorf("K=%d, a torn record at the end: detected %d", k, got)
+		}
 	}
 }
