@@ -53,7 +53,11 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if n.isRoot() && name == reservedDir {
 		return n.lookupReserved(ctx, out)
 	}
-	if s := n.docStore(); s != nil {
+	s, errno := n.docStoreErr()
+	if errno != 0 {
+		return nil, errno
+	}
+	if s != nil {
 		return n.storeLookup(ctx, s, name, out)
 	}
 	if n.hidden(name) {
@@ -68,7 +72,11 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	if s := n.docStore(); s != nil {
+	s, errno := n.docStoreErr()
+	if errno != 0 {
+		return nil, errno
+	}
+	if s != nil {
 		return n.storeReaddir(s)
 	}
 	dirRel := n.rel()
@@ -185,7 +193,11 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
 	out.Attr.FromStat(&st.Stat_t)
-	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), gofs.NewLoopbackFile(fd), 0, 0
+	ch := n.fsys.newChild(ctx, n.EmbeddedInode(), &st)
+	if fn, ok := ch.Operations().(*fileNode); ok {
+		return ch, newPlainFile(fd, &fn.modes), 0, 0
+	}
+	return ch, gofs.NewLoopbackFile(fd), 0, 0
 }
 
 func (n *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {

@@ -39,6 +39,7 @@ func (n *fileNode) openDirdb(ctx context.Context, f *store.DirdbFile, flags uint
 		return nil, 0, n.fsys.errno(err)
 	}
 	h := &dirdbWriteHandle{fsys: n.fsys, node: n, w: w}
+	h.writers.wrote(ctx) // its opener is its writer (closer.go)
 	n.fresh.add(ctx, h)
 	return h, fuse.FOPEN_DIRECT_IO, 0
 }
@@ -61,7 +62,9 @@ func (n *dirNode) createDirdb(ctx context.Context, name string, flags, mode uint
 	out.Attr.Ino = n.fsys.ino(&st.Stat_t)
 	fn := &fileNode{node: node{fsys: n.fsys}}
 	ch := n.NewInode(ctx, fn, n.fsys.stable(&st))
-	return ch, &dirdbWriteHandle{fsys: n.fsys, node: fn, w: w}, fuse.FOPEN_DIRECT_IO, 0, true
+	h := &dirdbWriteHandle{fsys: n.fsys, node: fn, w: w}
+	h.writers.wrote(ctx) // its creator is its writer (closer.go)
+	return ch, h, fuse.FOPEN_DIRECT_IO, 0, true
 }
 
 // pendingDirdb fills st for name when it is a member being created (not
@@ -167,6 +170,9 @@ func (n *fileNode) setattrDirdb(ctx context.Context, f gofs.FileHandle, in *fuse
 		defer df.Release()
 	}
 	if size, ok := in.GetSize(); ok {
+		if h, ok := f.(*dirdbWriteHandle); ok {
+			h.writers.wrote(ctx)
+		}
 		if errno := n.truncateDirdb(ctx, df, w, int64(size)); errno != 0 {
 			return errno, true
 		}
@@ -262,9 +268,10 @@ var (
 // to its pending version, published at the close of its last writer or
 // at fsync.
 type dirdbWriteHandle struct {
-	fsys *FS
-	node *fileNode
-	w    *store.DirdbWriter
+	fsys    *FS
+	node    *fileNode
+	w       *store.DirdbWriter
+	writers writerSet // processes that wrote (closer.go)
 }
 
 var (
@@ -286,11 +293,13 @@ func (h *dirdbWriteHandle) Read(ctx context.Context, dest []byte, off int64) (fu
 // truncateOpen is the truncation of the open(O_TRUNC) that made h.
 func (h *dirdbWriteHandle) truncateOpen(ctx context.Context, size int64) syscall.Errno {
 	h.node.fresh.drop(h)
+	h.writers.wrote(ctx)
 	return h.fsys.errno(h.w.Truncate(ctx, size))
 }
 
 func (h *dirdbWriteHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	h.node.fresh.drop(h)
+	h.writers.wrote(ctx)
 	n, err := h.w.WriteAt(ctx, data, off)
 	return uint32(n), h.fsys.errno(err)
 }
@@ -298,6 +307,9 @@ func (h *dirdbWriteHandle) Write(ctx context.Context, data []byte, off int64) (u
 // Flush is close(2): the last writer's close publishes.
 func (h *dirdbWriteHandle) Flush(ctx context.Context) syscall.Errno {
 	h.node.fresh.drop(h)
+	if !h.writers.isWriter(ctx) {
+		return 0 // a fork's copy of the descriptor closed (closer.go)
+	}
 	published, err := h.w.Flush(ctx)
 	return h.after(published, err)
 }

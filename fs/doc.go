@@ -107,6 +107,7 @@ func (n *docNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 	}
 	if size, ok := in.GetSize(); ok {
 		if h, ok := f.(*docWriteHandle); ok {
+			h.writers.wrote(ctx)
 			h.truncate(int64(size))
 		} else if errno := n.truncate(s, name, int64(size)); errno != 0 {
 			return errno
@@ -160,6 +161,7 @@ func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 		}
 		h, errno := n.openWriter(s, name, e, flags, false)
 		if errno == 0 {
+			h.writers.wrote(ctx) // its opener is its writer (closer.go)
 			n.fresh.add(ctx, h)
 		}
 		return h, 0, errno
@@ -190,7 +192,7 @@ func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	}
 	n.cached, n.reloads, n.hasCached = e.Version, e.Reloads, true
 	n.mu.Unlock()
-	return &docReadHandle{viewHandle[*store.DocReader]{r}, e}, keep, 0
+	return &docReadHandle{viewHandle[*store.DocReader]{r}, e, s}, keep, 0
 }
 
 // docReadHandle serves one version of a document straight from the
@@ -198,12 +200,24 @@ func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 type docReadHandle struct {
 	viewHandle[*store.DocReader]
 	entry store.DocEntry
+	store *store.DocStore
 }
 
 var (
 	_ gofs.FileReader   = (*docReadHandle)(nil)
 	_ gofs.FileReleaser = (*docReadHandle)(nil)
+	_ gofs.FileFsyncer  = (*docReadHandle)(nil)
 )
+
+// Fsync through a descriptor open for reading makes the document as it
+// reads durable, as on any file system (sync FILE): its version may be
+// committed and not written back yet.
+func (h *docReadHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if h.store.ReadOnly() {
+		return 0
+	}
+	return store.ErrnoOf(h.store.Sync())
+}
 
 // docWriteHandle is a document open for writing. The new content is
 // built in memory (starting from the current one, unless O_TRUNC) and
@@ -232,6 +246,8 @@ type docWriteHandle struct {
 	refused bool // the last commit was refused and nothing changed since
 	created bool // the document did not exist before this handle
 	done    bool // committed at least once
+
+	writers writerSet // processes that wrote (closer.go)
 }
 
 var (
@@ -302,6 +318,7 @@ func (h *docWriteHandle) Read(ctx context.Context, dest []byte, off int64) (fuse
 
 func (h *docWriteHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	h.node.fresh.drop(h)
+	h.writers.wrote(ctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.load(); err != nil {
@@ -327,6 +344,7 @@ func (h *docWriteHandle) markDirty() {
 
 // truncateOpen is the truncation of the open(O_TRUNC) that made h.
 func (h *docWriteHandle) truncateOpen(ctx context.Context, size int64) syscall.Errno {
+	h.writers.wrote(ctx)
 	h.truncate(size)
 	return 0
 }
@@ -376,11 +394,17 @@ func (h *docWriteHandle) commitLocked(flush bool) syscall.Errno {
 		h.node.writer = nil
 	}
 	h.node.mu.Unlock()
+	// The close writes it back, without waiting: programs reading the
+	// store beside the mount see it at once.
+	h.s.SyncSoon()
 	return 0
 }
 
 func (h *docWriteHandle) Flush(ctx context.Context) syscall.Errno {
 	h.node.fresh.drop(h)
+	if !h.writers.isWriter(ctx) {
+		return 0 // a fork's copy of the descriptor closed (closer.go)
+	}
 	return h.commit(true)
 }
 

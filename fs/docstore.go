@@ -27,6 +27,16 @@ import (
 // docStore returns the store directory n is, or nil for a plain one.
 func (n *dirNode) docStore() *store.DocStore { return n.fsys.ds.DocStore(n.rel()) }
 
+// docStoreErr is docStore for the operations that say why a store
+// cannot be read (EACCES, EIO) instead of showing its directory plain.
+func (n *dirNode) docStoreErr() (*store.DocStore, syscall.Errno) {
+	s, err := n.fsys.ds.DocStoreErr(n.rel())
+	if err != nil {
+		return nil, n.fsys.errno(err)
+	}
+	return s, 0
+}
+
 // dirIno is the backing directory's inode number (for the marker's).
 func (n *dirNode) dirIno() uint64 {
 	st, err := n.fsys.back.Lstat(n.rel())
@@ -93,6 +103,9 @@ func (n *dirNode) storeCreate(ctx context.Context, s *store.DocStore, name strin
 			return nil, nil, 0, errno
 		}
 		h, errno := ch.Operations().(*markerNode).openWriter(s, flags)
+		if errno == 0 {
+			h.writers.wrote(ctx)
+		}
 		return ch, h, 0, errno
 	}
 	e, created, err := s.Create(name, callerMeta(ctx, mode), flags&syscall.O_EXCL != 0)
@@ -109,12 +122,17 @@ func (n *dirNode) storeCreate(ctx context.Context, s *store.DocStore, name strin
 		}
 		return nil, nil, 0, errno
 	}
+	h.writers.wrote(ctx) // its creator is its writer (closer.go)
 	return ch, h, 0, 0
 }
 
 func (n *dirNode) storeUnlink(s *store.DocStore, name string) syscall.Errno {
 	if name != store.DocMarkerName {
-		return n.fsys.errno(s.Remove(name))
+		err := s.Remove(name)
+		if err == nil {
+			s.SyncSoon()
+		}
+		return n.fsys.errno(err)
 	}
 	// The marker goes with the store, once the store is empty: rm -r of
 	// a store directory then works (it removes the documents first).
@@ -166,9 +184,18 @@ func (n *dirNode) storeRename(src *store.DocStore, name string, dst *dirNode, ds
 		n.notifyEntries(marker)
 		return 0
 	case src == dstS:
-		return n.fsys.errno(src.Rename(name, newName, uint(flags)))
+		err := src.Rename(name, newName, uint(flags))
+		if err == nil {
+			src.SyncSoon()
+		}
+		return n.fsys.errno(err)
 	default:
-		return n.fsys.errno(src.MoveTo(dstS, name, newName, uint(flags)))
+		err := src.MoveTo(dstS, name, newName, uint(flags))
+		if err == nil {
+			src.SyncSoon()
+			dstS.SyncSoon()
+		}
+		return n.fsys.errno(err)
 	}
 }
 

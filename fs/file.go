@@ -24,6 +24,7 @@ type backed interface {
 // array is served by the engine.
 type fileNode struct {
 	node
+	modes ioModes // its open handles' I/O modes (iomode.go)
 }
 
 var (
@@ -64,6 +65,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		}
 		h := &arrayHandle{fsys: n.fsys, node: n, a: a}
 		if writing {
+			h.writers.wrote(ctx) // its opener is its writer (closer.go)
 			// DIRECT_IO: what this handle writes (a replacement's new
 			// content above all) never enters the page cache that
 			// readers share. Shared mappings still work.
@@ -72,6 +74,11 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		}
 		// arrayfs is the only writer, so cached pages stay valid
 		// across opens; a replacement is a new inode, looked up anew.
+		// (DIRECT_IO while the node has a passthrough handle open.)
+		if !n.modes.openCached() {
+			return h, fuse.FOPEN_DIRECT_IO, 0
+		}
+		h.cached = true
 		return h, fuse.FOPEN_KEEP_CACHE, 0
 	}
 	fd, err := n.fsys.back.Open(n.rel(), int(flags&^(syscall.O_APPEND|fuse.FMODE_EXEC)), 0)
@@ -88,7 +95,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		}
 		return nil, 0, syscall.ESTALE
 	}
-	return gofs.NewLoopbackFile(fd), 0, 0
+	return newPlainFile(fd, &n.modes), 0, 0
 }
 
 func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -126,6 +133,9 @@ func (n *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetA
 		return h.Setattr(ctx, in, out)
 	}
 	if size, ok := in.GetSize(); ok {
+		if h, ok := f.(*arrayHandle); ok {
+			h.writers.wrote(ctx)
+		}
 		if errno := n.truncate(f, int64(size)); errno != 0 {
 			return errno
 		}

@@ -41,6 +41,11 @@ func (h *viewHandle[S]) Release(ctx context.Context) syscall.Errno {
 	return 0
 }
 
+// Fsync of a descriptor open for reading: what it reads is durable
+// already (a dirdb snapshot is of a published file), so there is
+// nothing to do; answering ENOTSUP would fail sync(1) on the file.
+func (h *viewHandle[S]) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+
 // arrayHandle is an open data file of a valid array: reads come from the
 // mapping, writes go in place through the pool. A write handle truncated
 // to empty (open with O_TRUNC: cp, `>`, np.memmap(mode='w+')) writes a
@@ -60,9 +65,12 @@ type arrayHandle struct {
 	fsys *FS
 	node *fileNode
 
-	mu    sync.Mutex
-	a     *store.ArrayFile // after a commit, the new file's
-	stage *store.Stage     // the replacement being written, if any
+	cached bool // counted among its node's cached handles (iomode.go)
+
+	mu      sync.Mutex
+	a       *store.ArrayFile // after a commit, the new file's
+	stage   *store.Stage     // the replacement being written, if any
+	writers writerSet        // processes that wrote (closer.go)
 }
 
 var (
@@ -95,6 +103,7 @@ func (h *arrayHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 
 func (h *arrayHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	h.node.fresh.drop(h)
+	h.writers.wrote(ctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stage == nil {
@@ -135,6 +144,7 @@ func (h *arrayHandle) truncate(size int64) syscall.Errno {
 }
 
 func (h *arrayHandle) truncateOpen(ctx context.Context, size int64) syscall.Errno {
+	h.writers.wrote(ctx)
 	return h.truncate(size)
 }
 
@@ -162,9 +172,13 @@ func (n *fileNode) arrayAttr(a *store.ArrayFile, out *fuse.AttrOut) syscall.Errn
 	return 0
 }
 
-// Flush is close(2): commit the replacement if it is complete.
+// Flush is close(2): the writer's commits the replacement if it is
+// complete (another process's, a fork's, changes nothing: closer.go).
 func (h *arrayHandle) Flush(ctx context.Context) syscall.Errno {
 	h.node.fresh.drop(h)
+	if !h.writers.isWriter(ctx) {
+		return 0
+	}
 	return h.commit()
 }
 
@@ -211,6 +225,9 @@ func (h *arrayHandle) commit() syscall.Errno {
 // last handle is a write-back point. The kernel does not wait for it.
 func (h *arrayHandle) Release(ctx context.Context) syscall.Errno {
 	h.node.fresh.drop(h)
+	if h.cached {
+		h.node.modes.closed(false)
+	}
 	h.mu.Lock()
 	if h.stage != nil {
 		h.a.DropStage(h.stage)

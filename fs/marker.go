@@ -57,6 +57,7 @@ func (n *dirNode) createMarker(ctx context.Context, flags, mode uint32, out *fus
 	meta := callerMeta(ctx, mode)
 	fillMarkerAttr(&out.Attr, 0, meta)
 	h := &markerWriteHandle{fsys: n.fsys, node: mn, dir: n, meta: meta, dirty: true}
+	h.writers.wrote(ctx) // its creator is its writer (closer.go)
 	mn.mu.Lock()
 	mn.creating = h
 	mn.mu.Unlock()
@@ -122,6 +123,7 @@ func (n *markerNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Se
 		if !isW {
 			return syscall.EPERM
 		}
+		w.writers.wrote(ctx)
 		w.truncate(int64(size))
 	}
 	c := attrChangeOf(in)
@@ -164,6 +166,7 @@ func (n *markerNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 		// name cache (the notification that drops it is asynchronous):
 		// writing to it is a new attempt to make this directory a store.
 		h := &markerWriteHandle{fsys: n.fsys, node: n, dir: d, meta: callerMeta(ctx, 0o644), dirty: true}
+		h.writers.wrote(ctx)
 		n.mu.Lock()
 		n.creating = h
 		n.mu.Unlock()
@@ -172,6 +175,7 @@ func (n *markerNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	if writing {
 		h, errno := n.openWriter(s, flags)
 		if errno == 0 {
+			h.writers.wrote(ctx)
 			n.fresh.add(ctx, h)
 		}
 		return h, fuse.FOPEN_DIRECT_IO, errno
@@ -205,6 +209,8 @@ type markerWriteHandle struct {
 	meta  store.DocMeta
 	dirty bool
 	done  bool
+
+	writers writerSet // processes that wrote (closer.go)
 }
 
 var (
@@ -225,12 +231,14 @@ func (h *markerWriteHandle) Read(ctx context.Context, dest []byte, off int64) (f
 }
 
 func (h *markerWriteHandle) truncateOpen(ctx context.Context, size int64) syscall.Errno {
+	h.writers.wrote(ctx)
 	h.truncate(size)
 	return 0
 }
 
 func (h *markerWriteHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	h.node.fresh.drop(h)
+	h.writers.wrote(ctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if end := off + int64(len(data)); end > int64(len(h.buf)) {
@@ -281,6 +289,9 @@ func (h *markerWriteHandle) apply() syscall.Errno {
 
 func (h *markerWriteHandle) Flush(ctx context.Context) syscall.Errno {
 	h.node.fresh.drop(h)
+	if !h.writers.isWriter(ctx) {
+		return 0 // a fork's copy of the descriptor closed (closer.go)
+	}
 	return h.apply()
 }
 

@@ -136,6 +136,9 @@ type bytesHandle struct{ data []byte }
 
 var _ gofs.FileReader = (*bytesHandle)(nil)
 
+// Fsync of generated content (a marker, stats.json): nothing to write.
+func (h *bytesHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+
 func (h *bytesHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off >= int64(len(h.data)) {
 		return fuse.ReadResultData(nil), 0

@@ -39,6 +39,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"mount", ds, filepath.Join(dir, "nomnt")}, 1, "mount point " + filepath.Join(dir, "nomnt") + ": no such directory"},
 		{[]string{"mount", "-o", "pool_size=abc", ds, mnt}, 2, `mount option "pool_size=abc": not a positive integer`},
 		{[]string{"mount", "-o", "turbo", ds, mnt}, 2, `mount option "turbo": unknown option`},
+		{[]string{"mount", "--background", "--log", "/proc/no/such/log", ds, mnt}, 1, "log file /proc/no/such/log: no such file or directory"},
 		{[]string{"mount", ds, ds}, 1, "is the dataset directory itself"},
 		{[]string{"mount", ds, filepath.Join(ds, "inner")}, 1, "is inside the dataset"},
 		{[]string{"mount", ds, filepath.Join(dir, "link-into-ds")}, 1, "is inside the dataset"},

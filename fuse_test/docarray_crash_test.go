@@ -14,7 +14,8 @@ import (
 // TestDocKill9: the daemon killed with SIGKILL while documents are being
 // written (a small pool, so write-backs run all the time): the store
 // on disk is well formed (every record inside body.bin), and every
-// document whose fsync returned is there with its bytes.
+// document whose fsync returned is there with its bytes. A remount
+// makes it safe for the original again.
 func TestDocKill9(t *testing.T) {
 	root := t.TempDir()
 	m := mount(t, root, "pool_size=8", "writeback=0")
@@ -97,10 +98,27 @@ func TestDocKill9(t *testing.T) {
 		t.Fatalf("only %d acknowledged documents to check", checked)
 	}
 	t.Logf("%d documents on disk, %d acknowledged checked", len(st.Docs), checked)
-	// And arrayfs mounts it again.
+	// And arrayfs mounts it again; the remount leaves the store as the
+	// original can reopen and append to (the killed write-back may have
+	// left bytes past the last record), its documents unchanged.
 	m = mount(t, root)
 	if n := len(readdirNames(t, m.Path("s"))); n != len(st.Docs)+1 {
 		t.Errorf("remounted: %d entries, %d documents on disk", n, len(st.Docs))
 	}
 	m.Unmount()
+	after := readDocStore(t, filepath.Join(root, "s"), 36)
+	sameDocs(t, "after the remount", after.Docs, st.Docs)
+	if !after.TailOK {
+		t.Error("after a remount and a clean unmount the last record does not end at the end of body.bin")
+	}
+	pyOriginal(t, origPrelude+`
+dam = DocumentArrayMemmap(sys.argv[1])
+dam.append(Document(id='by-the-original', text='after the crash'))
+dam.flush()
+`, filepath.Join(root, "s"))
+	final := readDocStore(t, filepath.Join(root, "s"), 36)
+	if len(final.Docs) != len(st.Docs)+1 {
+		t.Fatalf("after the original's append: %d documents, want %d", len(final.Docs), len(st.Docs)+1)
+	}
+	sameDocs(t, "after the original's append", final.Docs[:len(st.Docs)], st.Docs)
 }

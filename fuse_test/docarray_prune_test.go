@@ -94,7 +94,8 @@ func TestPruneMountedAndOffline(t *testing.T) {
 		t.Error("pruned store: tail")
 	}
 	pyDocs(t, backing, 36, wantDisk)
-	if out, err := runTimeout(time.Minute, arrayfsBin, "prune", backing); err == nil || !strings.Contains(out, "lock") {
+	// Beside the mount, a second writer: refused, naming the mount.
+	if out, err := runTimeout(time.Minute, arrayfsBin, "prune", backing); err == nil || !strings.Contains(out, "the arrayfs mount at "+m.Dir) || !strings.Contains(out, "prune it through that mount") {
 		t.Errorf("prune of a mounted store's backing path: %v %s", err, out)
 	}
 	// The store keeps working after the swap.

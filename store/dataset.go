@@ -32,6 +32,7 @@ type Config struct {
 // when its yaml is copied in after its data file).
 type Dataset struct {
 	back *Backing
+	lock *datasetLock // a writable dataset's (datasetlock.go)
 	cfg  Config
 	pool *Pool
 	rep  *reporter
@@ -57,6 +58,13 @@ func Open(root string, cfg Config) (*Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
+	var lock *datasetLock
+	if !cfg.ReadOnly {
+		if lock, err = lockDataset(back.Path(), back.Fd()); err != nil {
+			back.Close()
+			return nil, err
+		}
+	}
 	if cfg.PoolUnits <= 0 {
 		cfg.PoolUnits = 1000
 	}
@@ -65,6 +73,7 @@ func Open(root string, cfg Config) (*Dataset, error) {
 	}
 	return &Dataset{
 		back:    back,
+		lock:    lock,
 		cfg:     cfg,
 		pool:    NewPool(cfg.PoolUnits, cfg.PoolBytes),
 		rep:     newReporter(cfg.Logf),
@@ -302,6 +311,7 @@ func (d *Dataset) Close() error {
 	}
 	d.arrays = map[string]*ArrayFile{}
 	d.back.Close()
+	d.lock.release()
 	return err
 }
 

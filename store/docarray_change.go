@@ -69,11 +69,7 @@ func (s *DocStore) compactSidecar() error {
 
 func (s *DocStore) checkWritable(name, op string) error {
 	if s.readOnly {
-		reason := "read-only mount"
-		if s.lockedBy != "" {
-			reason = "store is locked by another process"
-		}
-		return refuse(filepath.Join(s.rel, name), op, syscall.EROFS, "%s", reason)
+		return refuse(filepath.Join(s.rel, name), op, syscall.EROFS, "read-only mount")
 	}
 	return nil
 }
@@ -363,6 +359,7 @@ func (s *DocStore) Commit(name string, ino uint64, data []byte) error {
 		return refuse(filepath.Join(s.rel, name), "close", syscall.EINVAL,
 			"refused: not a DocumentProto (%v); nothing was written, the previous content is kept", verr)
 	}
+	s.touchKey(key)
 	var x *docExtra
 	if nd != nil {
 		delete(s.creating, key)
@@ -400,8 +397,10 @@ func (s *DocStore) Remove(name string) error {
 	key, err := s.resolve(name)
 	if err == nil {
 		if i := s.find(key); i >= 0 {
+			s.touchKey(key)
 			s.clearDoc(i)
 			s.popTrailing()
+			s.journalOp(docOp{kind: opRemove, key: key})
 		} else if nd := s.creating[key]; nd != nil {
 			delete(s.creating, key)
 			err = errNoHeaderChange

@@ -15,29 +15,38 @@ import (
 // directory becomes a store the moment a marker makes one there.
 
 // DocStore returns the store directory dirRel is, or nil when it is a
-// plain directory (or a store that cannot be served: reported once, then
-// shown as plain files).
+// plain directory, a store that cannot be served (reported once, then
+// shown as plain files), or one that cannot be read (DocStoreErr).
 func (d *Dataset) DocStore(dirRel string) *DocStore {
+	s, _ := d.DocStoreErr(dirRel)
+	return s
+}
+
+// DocStoreErr is DocStore that tells a store whose files cannot be read
+// (permission denied, an I/O error, a lock held too long) from a plain
+// directory: its error is what the directory's operations answer, rather
+// than showing header.bin and body.bin as plain files.
+func (d *Dataset) DocStoreErr(dirRel string) (*DocStore, error) {
 	d.mu.Lock()
 	s := d.docs[dirRel]
 	d.mu.Unlock()
 	if s != nil {
 		if !s.refresh() {
-			return s
+			return s, nil
 		}
 		d.retireStore(s, "its files were replaced or removed behind arrayfs's back")
 	}
 	if !d.back.IsRegular(filepath.Join(dirRel, DocHeaderName)) || !d.back.IsRegular(filepath.Join(dirRel, DocBodyName)) {
-		return nil
+		return nil, nil
 	}
 	d.openMu.Lock()
 	defer d.openMu.Unlock()
 	s, err := d.openStoreLocked(dirRel)
 	if err != nil {
-		d.Report(Problem{Path: dirRel, Reason: err.Error() + "; served as plain files"})
-		return nil
+		d.Report(Problem{Path: dirRel, Reason: "cannot be read: " + err.Error()})
+		return nil, &Error{Path: dirRel, Op: "open", Reason: "the store cannot be read: " + err.Error(), Errno: ErrnoOf(err)}
 	}
-	return s
+	return s, nil
 }
 
 // storeSig identifies the files of a store that could not be served, so
@@ -65,9 +74,12 @@ func (d *Dataset) openStoreLocked(dirRel string) (*DocStore, error) {
 	}
 	s, err := openDocStore(d, dirRel, d.cfg)
 	if err != nil {
-		d.badDocs[dirRel] = sig
 		var sp *errStoreProblem
 		if errors.As(err, &sp) {
+			// Not a store arrayfs can serve: plain files until the files
+			// change. (A store that cannot be read, EACCES or EIO, is
+			// tried again at every access: its error is the answer.)
+			d.badDocs[dirRel] = sig
 			d.Report(Problem{Path: dirRel, Reason: sp.reason + "; served as plain files"})
 			return nil, nil
 		}
@@ -136,6 +148,14 @@ func (d *Dataset) RemoveDocStore(s *DocStore) error {
 	d.pool.Discard(s)
 	s.wbMu.Lock()
 	defer s.wbMu.Unlock()
+	unlock, err := s.lockFiles(true, "remove")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if changed, _, _ := s.filesChanged(); changed {
+		return refuse(s.Rel(), "remove", syscall.ENOTEMPTY, "another program wrote the store a moment ago; look at it again")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, n := range []string{DocHeaderName, DocBodyName, DocMetaName} {

@@ -265,6 +265,7 @@ func (s *DocStore) WriteMarker(data []byte, meta *DocMeta) error {
 	s.mutMu.RLock()
 	s.mu.Lock()
 	s.adoptLocked(order)
+	s.journalOp(docOp{kind: opAdopt, order: order})
 	if meta != nil {
 		s.marker = *meta
 	}

@@ -71,6 +71,27 @@ func (s *DocStore) Prune(progress func(done, total int64)) (PruneStats, error) {
 	defer s.mutMu.Unlock()
 	s.wbMu.Lock()
 	defer s.wbMu.Unlock()
+	// The store's lock for the whole prune, and the store as another
+	// program may have left it (docarray_lock.go).
+	unlock, err := s.lockFiles(true, "prune")
+	if err != nil {
+		return stats, err
+	}
+	locked := s.dir
+	defer func() {
+		if s.dir == locked {
+			unlock()
+		}
+	}()
+	if changed, gone, now := s.filesChanged(); gone {
+		return stats, s.pruneError("the store's files", fmt.Errorf("%s or %s is missing", DocHeaderName, DocBodyName))
+	} else if changed {
+		changes, err := s.reloadLocked(now)
+		if err != nil {
+			return stats, s.pruneError("re-reading the store another program changed", err)
+		}
+		s.ds.notifyDocs(s.Rel(), changes)
+	}
 
 	s.mu.RLock()
 	live := s.liveDocs()
@@ -208,7 +229,10 @@ func (s *DocStore) Prune(progress func(done, total int64)) (PruneStats, error) {
 	s.orderChanged()
 	stats.BytesAfter = s.sigs[0].size + s.sigs[1].size
 	s.mu.Unlock()
-	oldDir.Close()
+	oldDir.Close() // drops the lock of the old store
+	// The new store was locked before it got the name; it is now the
+	// store, and its lock is only held while the files are written.
+	unix.Flock(s.dirFd(), unix.LOCK_UN)
 	if err != nil {
 		return stats, s.pruneError("opening the new store (it is in place and complete)", err)
 	}
@@ -413,9 +437,6 @@ func PruneStore(path string, cfg Config, progress func(done, total int64)) (Prun
 	s := ds.DocStore(filepath.Base(abs))
 	if s == nil {
 		return PruneStats{}, fmt.Errorf("%s: not a docarray store (a directory with %s and %s that arrayfs can read)", path, DocHeaderName, DocBodyName)
-	}
-	if ro, why := s.ReadOnly(); ro && why != "" {
-		return PruneStats{}, fmt.Errorf("%s: %s; if it is mounted, prune it through the mount (arrayfs prune MOUNTPOINT/...)", path, why)
 	}
 	return s.Prune(progress)
 }

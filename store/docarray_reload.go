@@ -4,21 +4,23 @@ import (
 	"fmt"
 	"hash/maphash"
 	"os"
+	"sort"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// While mounted arrayfs is the only writer of a store (it holds the
-// store's lock), but nothing stops a program that ignores the lock (the
-// original Python code does not take it). Every directory operation
-// first compares header.bin and body.bin with how arrayfs left them; if
-// they changed, the store is reloaded as the original's reload() does,
-// and the file system is told which documents changed so that it drops
-// what the kernel caches of them.
+// Other programs (the original DocumentArrayMemmap above all) may write
+// a store while it is mounted (docarray_lock.go). Every directory
+// operation, at most every refreshEvery, and every write-back first
+// compares header.bin and body.bin with how arrayfs left them; if they
+// changed, the store is reloaded, as the original's reload() does, with
+// the mount's changes not yet written applied again on top
+// (docarray_journal.go), and the file system is told which documents
+// changed so that it drops what the kernel caches of them.
 
 // refreshEvery is how often a store compares its files with how it
-// left them.
+// left them (before every write of them, it always does).
 const refreshEvery = 50 * time.Millisecond
 
 // DocChange is a document whose content or name changed behind
@@ -31,8 +33,9 @@ type DocChange struct {
 }
 
 // refresh reloads the store if its files changed behind our back. It
-// reports whether the store is gone (its files or its directory
-// replaced or removed): the dataset then forgets it.
+// reports whether the store is gone (its directory replaced or removed):
+// the dataset then forgets it. Files missing for a moment (the
+// original's prune removes and copies them) are looked at again later.
 func (s *DocStore) refresh() (gone bool) {
 	// At most one look every refreshEvery: a listing of a big store
 	// (a lookup per entry with READDIRPLUS) must not stat the files a
@@ -44,36 +47,52 @@ func (s *DocStore) refresh() (gone bool) {
 	if !s.wbMu.TryLock() {
 		return false // a write-back is changing the files right now
 	}
-	defer s.wbMu.Unlock()
+	repair := false
+	defer func() {
+		s.wbMu.Unlock()
+		if repair {
+			// Outside wbMu: the pool may write back at once.
+			s.markHeaderDirty()
+		}
+	}()
 	if s.closed {
 		return true
 	}
-	var hs, bs, ds unix.Stat_t
-	if unix.Fstatat(s.dirFd(), DocHeaderName, &hs, unix.AT_SYMLINK_NOFOLLOW) != nil ||
-		unix.Fstatat(s.dirFd(), DocBodyName, &bs, unix.AT_SYMLINK_NOFOLLOW) != nil ||
-		unix.Fstat(s.dirFd(), &ds) != nil {
+	var ds unix.Stat_t
+	if unix.Fstat(s.dirFd(), &ds) != nil {
 		return true
 	}
 	if dp, err := s.ds.back.Lstat(s.Rel()); err != nil || ds.Ino != dp.Ino || ds.Dev != dp.Dev {
 		return true
 	}
-	if sigOfUnix(&hs) == s.sigs[0] && sigOfUnix(&bs) == s.sigs[1] {
+	if changed, missing, _ := s.filesChanged(); !changed || missing {
 		return false
 	}
-	changes, err := s.reloadLocked()
+	unlock, ok := s.tryLockShared()
+	if !ok {
+		return false // being written right now: look again later
+	}
+	defer unlock()
+	changed, missing, now := s.filesChanged()
+	if !changed || missing {
+		return false
+	}
+	changes, err := s.reloadLocked(now)
 	if err != nil {
 		s.report(fmt.Sprintf("changed behind arrayfs's back and cannot be reloaded: %v", err))
-		return true
+		return false
 	}
 	s.ds.notifyDocs(s.Rel(), changes)
+	repair = !s.readOnly && (s.tailUnsafe || s.headerTrailing || len(s.journal) > 0 || s.replayed)
 	return false
 }
 
-// reloadLocked re-reads the store from its files. New versions not yet
-// written back are kept (by key); header changes not yet written back
-// (deletions, renames) are dropped, as the original's reload() drops its
-// buffer pool.
-func (s *DocStore) reloadLocked() ([]DocChange, error) {
+// reloadLocked re-reads the store from its files, which another program
+// changed (their signatures now are now), and applies again every change
+// of the mount not yet written (docarray_journal.go): new versions,
+// metadata and inode numbers by key, deletions, renames and adopted
+// orders by replaying them. s.wbMu held, and the store's lock.
+func (s *DocStore) reloadLocked(now [2]fileSig) ([]DocChange, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// Keys are not in memory and the header already changed: the old
@@ -86,14 +105,29 @@ func (s *DocStore) reloadLocked() ([]DocChange, error) {
 		i, ok := oldByHash[maphash.String(s.seed, key)]
 		return i, ok
 	}
-	keep := map[string]*docExtra{}
+	// What documents carry over, in store order.
+	type kept struct {
+		slot int32
+		x    *docExtra
+	}
+	var keep []kept
 	for i, x := range s.ext {
-		if s.slots[i].flags&fLive != 0 && (x.pending != nil || x.meta != nil || x.ino != 0) {
+		if s.slots[i].flags&fLive == 0 {
+			continue
+		}
+		if x.written != nil && x.pending == nil {
+			// Appended, its record not durable: the other program may
+			// have written over those bytes. Append them again.
+			x.pending = x.written
+		}
+		x.written = nil
+		if x.pending != nil || x.meta != nil || x.ino != 0 {
 			x.key = s.keyOf(i)
-			keep[x.key] = x
+			keep = append(keep, kept{i, x})
 		}
 	}
-	dropped := len(s.recDirty)
+	sort.Slice(keep, func(a, b int) bool { return keep[a].slot < keep[b].slot })
+	journal, touched := s.journal, s.touched
 	if err := s.reopenFilesLocked(); err != nil {
 		return nil, err
 	}
@@ -103,7 +137,22 @@ func (s *DocStore) reloadLocked() ([]DocChange, error) {
 	s.gen++
 	s.reloads++
 	s.rewrite = false
-	for key, x := range keep {
+	s.replayed = true
+
+	// Both sides changed a key: the later change wins.
+	theirs := max(now[0].mtime, now[1].mtime)
+	reread := map[string]diskState{}
+	for key := range touched {
+		reread[key] = s.diskStateOf(key)
+	}
+	lost, notes := s.conflicts(touched, theirs)
+	s.replayLocked(journal, lost)
+	for _, k := range keep {
+		x, key := k.x, k.x.key
+		if lost[key] {
+			x.pending = nil // its pool unit is skipped at write-back
+			continue
+		}
 		if i := s.find(key); i >= 0 {
 			x.slot = i
 			s.ext[i] = x
@@ -118,13 +167,23 @@ func (s *DocStore) reloadLocked() ([]DocChange, error) {
 		}
 		s.metaDirty[key] = true
 	}
+	s.touched = map[string]touch{}
+	for key, t := range touched {
+		if !lost[key] {
+			s.touched[key] = touch{before: reread[key], at: t.at}
+		}
+	}
 	if s.order != nil {
 		s.setOrder(s.order)
 	}
 	s.orderChanged()
-	msg := "header.bin or body.bin changed behind arrayfs's back (another program wrote the store while it was mounted): reloaded"
-	if dropped > 0 {
-		msg += fmt.Sprintf("; %d deletions or renames not yet written back were dropped", dropped)
+	s.checkTail()
+	msg := "header.bin or body.bin changed behind arrayfs's back (another program wrote the store): reloaded"
+	if len(s.journal) > 0 {
+		msg += fmt.Sprintf("; %d changes not yet written were applied again (%s)", len(s.journal), describeJournal(s.journal))
+	}
+	for _, n := range notes {
+		msg += "; " + n
 	}
 	s.ds.Logf("%s: %s", s.rel, msg)
 

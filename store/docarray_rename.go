@@ -44,6 +44,21 @@ func (s *DocStore) renameLocked(from, to string, flags uint) error {
 	if err != nil {
 		return err
 	}
+	if s.find(k1) >= 0 {
+		// A header change, to apply again after a reload.
+		s.touchKey(k1)
+		s.touchKey(k2)
+	}
+	err = s.renameKeysLocked(k1, k2, flags)
+	if err == nil && s.find(k2) >= 0 {
+		s.journalOp(docOp{kind: opRename, key: k1, to: k2, flags: flags})
+	}
+	return err
+}
+
+// renameKeysLocked renames key k1 to k2 (see Rename). s.mu held.
+func (s *DocStore) renameKeysLocked(k1, k2 string, flags uint) error {
+	from := DocName(k1)
 	i1, i2 := s.find(k1), s.find(k2)
 	var nd1, nd2 *newDoc
 	if i1 < 0 {
@@ -163,9 +178,11 @@ func (s *DocStore) insert(name string, data []byte, meta DocMeta, ino uint64, no
 			unlock()
 			return syscall.EEXIST
 		}
+		s.touchKey(key)
 		s.clearDoc(i)
 		at = i
 	}
+	s.touchKey(key)
 	if nd := s.creating[key]; nd != nil {
 		if noReplace {
 			unlock()

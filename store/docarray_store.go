@@ -48,15 +48,15 @@ type DocStore struct {
 	k  int
 	rs int // record size
 	id uint64
-	// readOnly: the mount is read-only, or another process holds the lock.
+	// readOnly: the mount is read-only.
 	readOnly bool
-	lockedBy string
 	seed     maphash.Seed
 
 	// mutMu keeps mutations out while a prune rebuilds the store.
-	// Order: mutMu, then wbMu, then mu.
+	// Order: mutMu, then wbMu, then the store directory's flock
+	// (docarray_lock.go), then mu.
 	mutMu sync.RWMutex
-	// wbMu serialises write-backs and every change to the files.
+	// wbMu serialises write-backs, reloads and every change to the files.
 	wbMu sync.Mutex
 	mu   sync.RWMutex
 
@@ -101,9 +101,24 @@ type DocStore struct {
 	markerGen      uint64
 	markerText     []byte
 
-	tailBroken bool
-	closed     bool
-	lastCheck  atomic.Int64 // unix nanoseconds of the last refresh
+	// journal and touched are the header changes and the keys changed
+	// since header.bin last had all of them (docarray_journal.go);
+	// replayed: a reload made versions pending again that the pool does
+	// not hold, so the next write-back writes every pending version.
+	journal  []docOp
+	touched  map[string]touch
+	replayed bool
+
+	// tailUnsafe: docarray cannot reopen the store safely as it is on
+	// disk (checkTail; tailNote says why).
+	tailUnsafe bool
+	tailNote   string
+	// headerTrailing: header.bin ends in a torn record (a crash of a
+	// writer in the middle of an append), cut at the next write-back.
+	headerTrailing bool
+	closed         bool
+	lastCheck      atomic.Int64 // unix nanoseconds of the last refresh
+	syncSoon       atomic.Bool  // a SyncSoon is due
 	// gen counts the times the files were swapped or reloaded: offsets
 	// in body.bin are not versions across them. reloads counts only
 	// reloads after changes behind our back.
@@ -141,6 +156,11 @@ type docExtra struct {
 	ino     uint64 // 0: the key's default
 	meta    *DocMeta
 	pending *docVersion
+	// written is the version whose bytes a write-back appended to
+	// body.bin and whose record is not durable yet: after a reload
+	// (another program may have written over those bytes) it is
+	// appended again.
+	written *docVersion
 }
 
 // docVersion is a new content of a document, held by the pool until it
@@ -214,8 +234,8 @@ func (s *DocStore) Rel() string { return s.String() }
 // KeyLength is the store's key length K.
 func (s *DocStore) KeyLength() int { return s.k }
 
-// ReadOnly reports whether the store refuses changes, and why.
-func (s *DocStore) ReadOnly() (bool, string) { return s.readOnly, s.lockedBy }
+// ReadOnly reports whether the store refuses changes (a read-only mount).
+func (s *DocStore) ReadOnly() bool { return s.readOnly }
 
 // errStoreProblem is a store that cannot be served (reported, then
 // shown as plain files).
@@ -230,17 +250,18 @@ func openDocStore(d *Dataset, rel string, cfg Config) (*DocStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &DocStore{ds: d, rel: rel, dir: dir, seed: maphash.MakeSeed(), readOnly: cfg.ReadOnly}
+	s := &DocStore{ds: d, rel: rel, dir: dir, seed: maphash.MakeSeed(), readOnly: cfg.ReadOnly, touched: map[string]touch{}}
 	ok := false
 	defer func() {
 		if !ok {
 			s.closeFiles()
 		}
 	}()
-	if err := unix.Flock(int(dir.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		s.readOnly = true
-		s.lockedBy = fmt.Sprintf("another process holds its lock (%v): served read-only", err)
-	}
+	// The files are read under the store's shared lock: a program
+	// writing beside the mount under it is never seen half done.
+	s.wbMu.Lock()
+	defer s.wbMu.Unlock()
+	defer s.lockForOpen()()
 	sc, err := readSidecar(s.dirFd())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", DocMetaName, err)
@@ -266,7 +287,7 @@ func openDocStore(d *Dataset, rel string, cfg Config) (*DocStore, error) {
 		s.k = sc.k
 	default:
 		c := detectKeyLength(hsize, s.bodySize, func(p []byte, off int64) error {
-			_, err := s.header.ReadAt(p, off)
+			_, err := s.hmap.ReadAt(p, off) // from the mapping: no system call
 			return err
 		})
 		if c.k == 0 {
@@ -275,16 +296,10 @@ func openDocStore(d *Dataset, rel string, cfg Config) (*DocStore, error) {
 		s.k = c.k
 	}
 	s.rs = docRecordSize(s.k)
-	if hsize%int64(s.rs) != 0 {
-		s.report(fmt.Sprintf("%s is %d bytes, not a whole number of %d-byte records (key_length %d): the trailing %d bytes are ignored",
-			DocHeaderName, hsize, s.rs, s.k, hsize%int64(s.rs)))
-	}
 	if err := s.loadIndex(); err != nil {
 		return nil, err
 	}
-	if s.lockedBy != "" {
-		s.report(s.lockedBy)
-	}
+	s.checkTail()
 	s.applySidecar(sc)
 	if !s.readOnly && (!sc.exists || sc.lines > 2*len(sc.docs)+64) {
 		// The first sight of a store fixes what its untouched documents
@@ -386,163 +401,6 @@ func (s *DocStore) closeFiles() {
 	if s.dir != nil {
 		s.dir.Close() // drops the flock
 		s.dir = nil
-	}
-}
-
-// loadIndex parses header.bin into the slots and the key map.
-func (s *DocStore) loadIndex() error {
-	n := int(s.sigs[0].size / int64(s.rs))
-	s.nrec = n
-	s.slots = make([]slot, n)
-	s.byHash = make(map[uint64]int32, n)
-	s.collide = map[string]int32{}
-	s.ext = map[int32]*docExtra{}
-	s.inoOwner = map[uint64]int32{}
-	s.dups = map[int32][]int32{}
-	s.recDirty = map[int32]struct{}{}
-	if s.creating == nil {
-		s.creating = map[string]*newDoc{}
-	}
-	s.hashed = map[string]string{}
-	s.metaDirty = map[string]bool{}
-	s.live = 0
-	var bad []string
-	nbad := 0
-	var kbuf []byte
-	err := s.scanRecords(0, n, func(i int, rec []byte) {
-		if p := recordProblem(rec, s.k, s.bodySize); p != "" {
-			s.slots[i].flags = fBad
-			nbad++
-			if len(bad) < 3 {
-				bad = append(bad, fmt.Sprintf("record %d: %s", i, p))
-			}
-			return
-		}
-		rr := readRawRecord(rec, s.k)
-		if rr.tombstone() {
-			return
-		}
-		l := rr.loc()
-		kbuf = appendKey(kbuf[:0], rec, s.k)
-		h := maphash.Bytes(s.seed, kbuf)
-		sl := &s.slots[i]
-		sl.start, sl.size = l.start, l.size
-		j, seen := s.byHash[h]
-		if seen && s.diskKey(j) != string(kbuf) {
-			j, seen = s.collide[string(kbuf)]
-			if !seen {
-				s.collide[string(kbuf)] = int32(i)
-			}
-		}
-		if seen {
-			// A duplicate key: the later record's bytes, at the
-			// earlier position, as the original reads it.
-			main := &s.slots[j]
-			main.start, main.size = l.start, l.size
-			sl.flags = fShadow | fRecLive | fKeyDisk
-			s.dups[j] = append(s.dups[j], int32(i))
-			return
-		}
-		if _, c := s.collide[string(kbuf)]; !c {
-			s.byHash[h] = int32(i)
-		}
-		sl.flags = fLive | fWritten | fRecLive | fKeyDisk
-		s.live++
-		if len(kbuf) > 85 {
-			if name := DocName(string(kbuf)); isHashedName(name) {
-				s.hashed[name] = string(kbuf)
-			}
-		}
-	})
-	if err != nil {
-		return err
-	}
-	if nbad > 0 {
-		s.report(fmt.Sprintf("%d header records cannot be served and are skipped (the others are served): %v", nbad, bad))
-	}
-	if len(s.dups) > 0 {
-		s.report(fmt.Sprintf("%d keys have duplicate records: the later record's bytes are served at the earlier position, as docarray does", len(s.dups)))
-	}
-	return nil
-}
-
-// scanRecords calls f for records [from, to) of header.bin, read in
-// large chunks (a store of a million documents is read in well under a
-// second).
-func (s *DocStore) scanRecords(from, to int, f func(i int, rec []byte)) error {
-	const chunk = 8 << 20
-	per := max(1, chunk/s.rs)
-	buf := make([]byte, min(per, max(to-from, 1))*s.rs)
-	for i := from; i < to; i += per {
-		n := min(per, to-i)
-		b := buf[:n*s.rs]
-		if _, err := s.hmap.ReadAt(b, int64(i)*int64(s.rs)); err != nil {
-			return fmt.Errorf("%s: %w", DocHeaderName, err)
-		}
-		for j := 0; j < n; j++ {
-			f(i+j, b[j*s.rs:(j+1)*s.rs])
-		}
-	}
-	return nil
-}
-
-// diskKey decodes the key of record i from header.bin.
-func (s *DocStore) diskKey(i int32) string {
-	buf := make([]byte, 4*s.k)
-	if _, err := s.hmap.ReadAt(buf, int64(i)*int64(s.rs)); err != nil {
-		return ""
-	}
-	if keyProblem(buf, s.k) != "" {
-		return ""
-	}
-	return string(appendKey(nil, buf, s.k))
-}
-
-// keyOf is the key of the document (or shadow) in slot i.
-func (s *DocStore) keyOf(i int32) string {
-	if x := s.ext[i]; x != nil && s.slots[i].flags&fLive != 0 {
-		return x.key
-	}
-	if s.slots[i].flags&fKeyDisk != 0 {
-		return s.diskKey(i)
-	}
-	return ""
-}
-
-// find returns the slot of the live document key, or -1.
-func (s *DocStore) find(key string) int32 {
-	if i, ok := s.byHash[maphash.String(s.seed, key)]; ok && s.keyOf(i) == key {
-		return i
-	}
-	if i, ok := s.collide[key]; ok {
-		return i
-	}
-	return -1
-}
-
-func (s *DocStore) indexKey(key string, i int32) {
-	h := maphash.String(s.seed, key)
-	if _, taken := s.byHash[h]; taken {
-		s.collide[key] = i
-	} else {
-		s.byHash[h] = i
-	}
-	if len(key) > 85 {
-		if name := DocName(key); isHashedName(name) {
-			s.hashed[name] = key
-		}
-	}
-}
-
-func (s *DocStore) unindexKey(key string, i int32) {
-	h := maphash.String(s.seed, key)
-	if j, ok := s.byHash[h]; ok && j == i {
-		delete(s.byHash, h)
-	} else {
-		delete(s.collide, key)
-	}
-	if len(key) > 85 {
-		delete(s.hashed, DocName(key))
 	}
 }
 

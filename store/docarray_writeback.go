@@ -1,10 +1,10 @@
 package store
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 	"sort"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -56,6 +56,27 @@ func (s *DocStore) Sync() error {
 	return s.Settle()
 }
 
+// syncSoonDelay is how soon after the close of a document (or an rm or
+// mv in the store) the store is written back: soon enough that a program
+// reading the store beside the mount sees the change at once, late
+// enough that a copy of many documents writes them back together.
+const syncSoonDelay = 20 * time.Millisecond
+
+// SyncSoon writes the store back shortly, without the caller waiting:
+// at the close of a document, rm and mv. fsync is what waits for
+// durability.
+func (s *DocStore) SyncSoon() {
+	if !s.syncSoon.CompareAndSwap(false, true) {
+		return // one is due already
+	}
+	time.AfterFunc(syncSoonDelay, func() {
+		s.syncSoon.Store(false)
+		if err := s.Sync(); err != nil {
+			s.ds.Logf("%v (kept in the pool; retried at the next write-back)", err)
+		}
+	})
+}
+
 type wbItem struct {
 	v   *docVersion
 	loc docLoc
@@ -65,16 +86,121 @@ func (s *DocStore) writeBackLocked(units []*Unit) error {
 	if s.closed || s.readOnly {
 		return nil
 	}
-	// Phase 1 (read lock): what to append.
+	// Phase 0: the store's lock, and the files as another program may
+	// have left them (docarray_lock.go): reload first, then append at
+	// their real end.
+	unlock, err := s.lockFiles(true, "write-back")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// Whatever happens below, the files are then as arrayfs left them:
+	// its own partial writes are not a change behind its back.
+	defer s.recordSigs()
+	changed, gone, sigs := s.filesChanged()
+	if gone {
+		return s.wbError("the store's files", fmt.Errorf("%s or %s is missing or not a regular file; the changes stay pending", DocHeaderName, DocBodyName))
+	}
+	if changed {
+		changes, err := s.reloadLocked(sigs)
+		if err != nil {
+			return s.wbError("re-reading the store another program changed", err)
+		}
+		s.ds.notifyDocs(s.Rel(), changes)
+	}
+
+	// Phases 1 to 3, again while a change made meanwhile left header
+	// work undone (a deletion of the last record, a rename): what is
+	// settled below must be in the records written, and the store must
+	// be left with its tail in order while it is still locked.
+	var r wbRound
+	wrote := false
+	for round := 0; ; round++ {
+		r, err = s.writeRound(units)
+		if err != nil {
+			return err
+		}
+		wrote = wrote || r.wrote
+		units = nil // written, or superseded by the pool's next units
+		if !r.workLeft || round == 2 {
+			break
+		}
+	}
+
+	// Phase 4: durability of the header, then the sidecar.
+	if wrote {
+		if err := unix.Fdatasync(int(s.header.Fd())); err != nil {
+			return s.wbError("fdatasync of "+DocHeaderName, err)
+		}
+	}
+	s.mu.Lock()
+	for _, x := range s.ext {
+		x.written = nil
+	}
+	s.settleJournal(r.journaled, r.at)
+	s.mu.Unlock()
+	if side := r.sidecar; len(side) > 0 && s.sidecar != nil {
+		if _, err := s.sidecar.Write(side); err != nil {
+			return s.wbError("appending to "+DocMetaName, err)
+		}
+		if err := unix.Fdatasync(int(s.sidecar.Fd())); err != nil {
+			return s.wbError("fdatasync of "+DocMetaName, err)
+		}
+		s.mu.Lock()
+		s.sidecarPending = s.sidecarPending[len(side):]
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// wbRound is what one round of phases 1 to 3 did.
+type wbRound struct {
+	wrote     bool   // header.bin was written: it needs an fdatasync
+	journaled int    // the journal's changes the records now hold
+	at        int64  // when the records were written
+	sidecar   []byte // the sidecar lines to append
+	workLeft  bool   // a change made meanwhile left header work to do
+}
+
+// headerWorkLocked reports whether header.bin needs writing even with
+// no new version: pending record changes, or a tail to repair. s.mu
+// held (read or write).
+func (s *DocStore) headerWorkLocked() bool {
+	return len(s.recDirty) > 0 || s.rewrite || s.tailUnsafe || s.headerTrailing
+}
+
+// writeRound appends the versions of units (or, after a reload, every
+// pending one) and writes the header records: phases 1 to 3.
+func (s *DocStore) writeRound(units []*Unit) (wbRound, error) {
+	// Phase 1 (read lock): what to append: the pool's units, or after a
+	// reload every pending version (a reload can make versions pending
+	// that the pool no longer holds).
 	s.mu.RLock()
 	var items []wbItem
-	for _, u := range units {
-		if v, ok := u.Value.(*docVersion); ok && v.x.pending == v {
-			items = append(items, wbItem{v: v})
+	if s.replayed {
+		for _, x := range s.ext {
+			if x.pending != nil && s.slots[x.slot].flags&fLive != 0 {
+				items = append(items, wbItem{v: x.pending})
+			}
+		}
+	} else {
+		for _, u := range units {
+			if v, ok := u.Value.(*docVersion); ok && v.x.pending == v {
+				items = append(items, wbItem{v: v})
+			}
 		}
 	}
 	sort.Slice(items, func(a, b int) bool { return items[a].v.x.slot < items[b].v.x.slot })
-	headerWork := len(items) > 0 || len(s.recDirty) > 0 || s.rewrite || s.tailBroken
+	headerWork := len(items) > 0 || s.headerWorkLocked()
+	repairOnly := ""
+	if len(items) == 0 && len(s.recDirty) == 0 && !s.rewrite {
+		switch {
+		case s.headerTrailing:
+			repairOnly = fmt.Sprintf("%s ended in a torn record (a writer was interrupted)", DocHeaderName)
+		case s.tailUnsafe:
+			repairOnly = s.tailNote
+		}
+	}
 	tail, tailOld := int32(-1), docLoc{}
 	copyTail := false
 	if headerWork {
@@ -101,7 +227,7 @@ func (s *DocStore) writeBackLocked(units []*Unit) error {
 	if copyTail {
 		b := make([]byte, tailOld.size)
 		if _, err := s.body.m.ReadAt(b, tailOld.start); err != nil {
-			return s.wbError("reading the last document to append it again", err)
+			return wbRound{}, s.wbError("reading the last document to append it again", err)
 		}
 		tailNew = docLoc{start: off, size: tailOld.size}
 		bufs = append(bufs, b)
@@ -109,15 +235,22 @@ func (s *DocStore) writeBackLocked(units []*Unit) error {
 	}
 	if off > s.bodySize {
 		if err := pwritevAll(s.body.f, bufs, s.bodySize); err != nil {
-			s.body.f.Truncate(s.bodySize)
-			return s.wbError("appending to "+DocBodyName, err)
+			// Nothing points at a partial append; where the truncate
+			// fails too, the next append goes after it.
+			if s.body.f.Truncate(s.bodySize) != nil {
+				if st, serr := s.body.f.Stat(); serr == nil && st.Size() > s.bodySize {
+					s.bodySize = st.Size()
+					s.body.m.Resize(s.bodySize)
+				}
+			}
+			return wbRound{}, s.wbError("appending to "+DocBodyName, err)
 		}
 		if err := unix.Fdatasync(int(s.body.f.Fd())); err != nil {
-			return s.wbError("fdatasync of "+DocBodyName, err)
+			return wbRound{}, s.wbError("fdatasync of "+DocBodyName, err)
 		}
 		s.bodySize = off
 		if err := s.body.m.Resize(off); err != nil {
-			return s.wbError("mapping "+DocBodyName, err)
+			return wbRound{}, s.wbError("mapping "+DocBodyName, err)
 		}
 	}
 
@@ -134,8 +267,10 @@ func (s *DocStore) writeBackLocked(units []*Unit) error {
 		if x.pending == it.v {
 			x.pending = nil
 		}
+		x.written = it.v // until its record is durable
 		s.recDirty[x.slot] = struct{}{}
 	}
+	s.replayed = false
 	if copyTail && int(tail) < len(s.slots) {
 		sl := &s.slots[tail]
 		live := sl.flags&(fLive|fWritten) == fLive|fWritten || sl.flags&fShadow != 0
@@ -148,38 +283,35 @@ func (s *DocStore) writeBackLocked(units []*Unit) error {
 		// Every listed key is in its place: the adoption is over.
 		s.setOrder(nil)
 	}
-	var err error
-	wrote := false
+	// Changes made since phase 1 are written too: every change the
+	// journal holds up to here is then in the records.
+	wrote, err := false, error(nil)
 	if s.rewrite {
 		err = s.rewriteHeaderLocked()
-	} else if headerWork {
+		wrote = err == nil
+	} else if headerWork || s.headerWorkLocked() {
 		wrote, err = s.writeRecordsLocked()
 	}
-	side := s.sidecarLinesLocked()
+	// The header changes made up to here are in the records written;
+	// later ones (made while phase 4 runs) are not. What header.bin now
+	// says of each key changed is what a reload must compare with.
+	written, settledAt := len(s.journal), now()
+	if err == nil {
+		for key, t := range s.touched {
+			t.before = s.diskStateOf(key)
+			s.touched[key] = t
+		}
+	}
+	if err == nil && repairOnly != "" {
+		s.ds.Logf("%s: repaired so that docarray can reopen it and append safely (its documents are unchanged): %s", s.rel, repairOnly)
+	}
+	r := wbRound{wrote: wrote, journaled: written, at: settledAt, sidecar: s.sidecarLinesLocked()}
+	r.workLeft = err == nil && s.headerWorkLocked()
 	s.mu.Unlock()
 	if err != nil {
-		return s.wbError("writing "+DocHeaderName, err)
+		return r, s.wbError("writing "+DocHeaderName, err)
 	}
-
-	// Phase 4: durability of the header, then the sidecar.
-	if wrote {
-		if err := unix.Fdatasync(int(s.header.Fd())); err != nil {
-			return s.wbError("fdatasync of "+DocHeaderName, err)
-		}
-	}
-	if len(side) > 0 && s.sidecar != nil {
-		if _, err := s.sidecar.Write(side); err != nil {
-			return s.wbError("appending to "+DocMetaName, err)
-		}
-		if err := unix.Fdatasync(int(s.sidecar.Fd())); err != nil {
-			return s.wbError("fdatasync of "+DocMetaName, err)
-		}
-		s.mu.Lock()
-		s.sidecarPending = s.sidecarPending[len(side):]
-		s.mu.Unlock()
-	}
-	s.recordSigs()
-	return nil
+	return r, nil
 }
 
 func (s *DocStore) wbError(what string, err error) error {
@@ -206,182 +338,6 @@ func (s *DocStore) tailSlot(items []wbItem) int32 {
 func (s *DocStore) recordStays(i int32) bool {
 	f := s.slots[i].flags
 	return f&(fLive|fWritten) == fLive|fWritten || f&(fShadow|fBad) != 0
-}
-
-// recordBytes renders the record slot i will have on disk into dst.
-func (s *DocStore) recordBytes(dst []byte, i int32) {
-	sl := &s.slots[i]
-	switch {
-	case sl.flags&(fLive|fWritten) == fLive|fWritten:
-		encodeRecord(dst, s.keyOf(i), s.k, recordFor(sl.loc()))
-	case sl.flags&fShadow != 0:
-		// A shadow whose bytes were appended again as the last record.
-		s.hmap.ReadAt(dst, int64(i)*int64(s.rs))
-		binaryPutRecord(dst, s.k, recordFor(sl.loc()))
-	case int(i) < s.nrec && sl.flags&fRecLive != 0:
-		// A tombstone keeps its key, as the original writes them.
-		s.hmap.ReadAt(dst, int64(i)*int64(s.rs))
-		binaryPutRecord(dst, s.k, tombstoneRecord)
-	default:
-		key := ""
-		if sl.flags&fLive != 0 {
-			key = s.ext[i].key
-		} else if int(i) < len(s.order) {
-			key = s.order[i]
-		}
-		encodeRecord(dst, key, s.k, tombstoneRecord)
-	}
-}
-
-func binaryPutRecord(dst []byte, k int, rr rawRecord) {
-	binary.LittleEndian.PutUint64(dst[4*k:], uint64(rr.p))
-	binary.LittleEndian.PutUint64(dst[4*k+8:], uint64(rr.r))
-	binary.LittleEndian.PutUint64(dst[4*k+16:], uint64(rr.end))
-}
-
-// newRecordCount is the number of records header.bin keeps: up to the
-// last one that stays live.
-func (s *DocStore) newRecordCount() int {
-	for i := int32(len(s.slots)) - 1; i >= 0; i-- {
-		if s.recordStays(i) {
-			return int(i) + 1
-		}
-	}
-	return 0
-}
-
-// writeRecordsLocked writes the dirty records in place, pads new ones,
-// and cuts trailing tombstones.
-func (s *DocStore) writeRecordsLocked() (bool, error) {
-	newN := s.newRecordCount()
-	var ws []int32
-	for i := range s.recDirty {
-		if int(i) >= len(s.slots) {
-			delete(s.recDirty, i) // a slot popped since
-		} else if int(i) < newN && int(i) < s.nrec {
-			ws = append(ws, i)
-		}
-	}
-	for i := s.nrec; i < newN; i++ {
-		ws = append(ws, int32(i))
-	}
-	sort.Slice(ws, func(a, b int) bool { return ws[a] < ws[b] })
-	wrote := false
-	for a := 0; a < len(ws); {
-		b := a + 1
-		for b < len(ws) && ws[b] == ws[b-1]+1 {
-			b++
-		}
-		buf := make([]byte, (b-a)*s.rs)
-		for j := a; j < b; j++ {
-			s.recordBytes(buf[(j-a)*s.rs:(j-a+1)*s.rs], ws[j])
-		}
-		if _, err := s.header.WriteAt(buf, int64(ws[a])*int64(s.rs)); err != nil {
-			return wrote, err
-		}
-		wrote = true
-		a = b
-	}
-	if newN < s.nrec {
-		if err := s.header.Truncate(int64(newN) * int64(s.rs)); err != nil {
-			return wrote, err
-		}
-		wrote = true
-	}
-	for _, i := range ws {
-		s.settleSlot(i)
-	}
-	for i := range s.recDirty {
-		if int(i) >= newN && int(i) < len(s.slots) {
-			s.slots[i].flags &^= fRecLive | fKeyDisk
-		}
-	}
-	clear(s.recDirty)
-	s.nrec = newN
-	if err := s.hmap.Resize(int64(newN) * int64(s.rs)); err != nil {
-		return wrote, err
-	}
-	s.popTrailing()
-	s.checkTail()
-	return wrote, nil
-}
-
-// settleSlot records that slot i's record on disk is what recordBytes
-// rendered.
-func (s *DocStore) settleSlot(i int32) {
-	sl := &s.slots[i]
-	switch {
-	case sl.flags&(fLive|fWritten) == fLive|fWritten:
-		sl.flags |= fRecLive | fKeyDisk
-		s.dropExtIfEmpty(i)
-	case sl.flags&fShadow != 0:
-	default:
-		sl.flags &^= fRecLive | fKeyDisk
-	}
-}
-
-func (s *DocStore) dropExtIfEmpty(i int32) {
-	x := s.ext[i]
-	if x != nil && x.pending == nil && x.meta == nil && x.ino == 0 && s.slots[i].flags&fKeyDisk != 0 {
-		delete(s.ext, i)
-		s.slots[i].flags &^= fExt
-	}
-}
-
-// checkTail notes whether the last record ends at the end of body.bin
-// (a change between the phases of a write-back can leave it not so; the
-// next write-back repairs it).
-func (s *DocStore) checkTail() {
-	s.tailBroken = false
-	if s.nrec == 0 {
-		return
-	}
-	sl := &s.slots[s.nrec-1]
-	if sl.flags&fBad != 0 {
-		s.report(fmt.Sprintf("the last record of %s is invalid: docarray cannot reopen this store safely until it is pruned (arrayfs prune)", DocHeaderName))
-		return
-	}
-	s.tailBroken = sl.loc().end() != s.bodySize
-}
-
-// rewriteHeaderLocked writes a whole new header.bin beside the old one
-// and renames it into place (after an adopted order moved documents).
-func (s *DocStore) rewriteHeaderLocked() error {
-	newN := s.newRecordCount()
-	buf := make([]byte, newN*s.rs)
-	for i := 0; i < newN; i++ {
-		s.recordBytes(buf[i*s.rs:(i+1)*s.rs], int32(i))
-	}
-	var st unix.Stat_t
-	perm := uint32(0o644)
-	if unix.Fstat(int(s.header.Fd()), &st) == nil {
-		perm = st.Mode & 0o777
-	}
-	if err := writeFileAt(s.dirFd(), DocHeaderName, buf, perm); err != nil {
-		return err
-	}
-	fd, err := unix.Openat(s.dirFd(), DocHeaderName, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	f := os.NewFile(uintptr(fd), s.header.Name())
-	m, err := OpenMapping(f, true)
-	if err != nil {
-		f.Close()
-		return err
-	}
-	s.hmap.Close()
-	s.header.Close()
-	s.header, s.hmap = f, m
-	for i := 0; i < newN; i++ {
-		s.settleSlot(int32(i))
-	}
-	clear(s.recDirty)
-	s.nrec = newN
-	s.rewrite = false
-	s.popTrailing()
-	s.checkTail()
-	return nil
 }
 
 // sidecarLinesLocked renders the sidecar lines of the changes made since

@@ -32,11 +32,15 @@ returns once the mount is ready.
 
 SIGINT or SIGTERM writes back every pending write, unmounts and exits 0;
 so does an unmount from outside (arrayfs umount, umount, fusermount3 -u).
+One writable mount per dataset: a second one (of it, or of a directory
+inside or above it) is refused, naming the first; read-only ones may join.
 
   -o OPTIONS      comma list of mount options (may be repeated):
                     ro, rw                 read-only or read-write (default rw)
-                    allow_other            let other users use the mount
+                    allow_other            let other users use the mount (implies
+                                           default_permissions)
                     default_permissions    let the kernel check permissions
+                    no_default_permissions with allow_other: check nothing (warned)
                     pool_size=N            dirty units held before write-back (default 1000)
                     pool_bytes=SIZE        dirty bytes held before write-back (default 64M)
                     writeback=DURATION     periodic write-back (default 5s; 0 = only on
@@ -186,7 +190,12 @@ func daemonize(m *mountArgs) error {
 	cmd.Stdin, cmd.Stdout = nil, nil
 	if m.logFile == "" {
 		cmd.Stderr = os.Stderr // until it has mounted and switched to syslog
-	} else if lf, err := os.OpenFile(m.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
+	} else {
+		lf, err := os.OpenFile(m.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			w.Close()
+			return fmt.Errorf("log file %s: %v", m.logFile, unwrapPathError(err))
+		}
 		// A crash (a Go panic goes to stderr) must land in the log too.
 		defer lf.Close()
 		cmd.Stderr = lf
@@ -238,7 +247,7 @@ func openLog(m *mountArgs) (*log.Logger, error) {
 	if m.logFile != "" {
 		f, err := os.OpenFile(m.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 		if err != nil {
-			return nil, fmt.Errorf("log file: %v", err)
+			return nil, fmt.Errorf("log file %s: %v", m.logFile, unwrapPathError(err))
 		}
 		return log.New(f, "arrayfs: ", flags), nil
 	}
@@ -264,7 +273,7 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 		Logf:      logger.Printf,
 	})
 	if err != nil {
-		return err
+		return busyError(err, "mount it read-only (-o ro) beside it, or unmount that one first")
 	}
 	fsys, err := afs.New(ds, opts, logger.Printf)
 	if err != nil {
@@ -302,6 +311,24 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 	}
 	logger.Printf("unmounted %s; everything written back (%d units written back while mounted)", mountpoint, stats.WriteBacks)
 	return nil
+}
+
+// busyError names the mount that writes a dataset already, when that is
+// why it cannot be opened for writing, and says what to do instead.
+func busyError(err error, advice string) error {
+	var be *store.BusyError
+	if !errors.As(err, &be) {
+		return err
+	}
+	var names []string
+	for _, mi := range arrayfsMountsOf(be.Dataset) {
+		names = append(names, fmt.Sprintf("%s (dataset %s)", mi.mountpoint, mi.source))
+	}
+	who := "another arrayfs process (not a mount of this namespace: an offline prune?)"
+	if len(names) > 0 {
+		who = "the arrayfs mount at " + strings.Join(names, ", ")
+	}
+	return fmt.Errorf("%v: it is written by %s; %s", err, who, advice)
 }
 
 // unmountOnSignal writes back and unmounts on SIGINT/SIGTERM. When the

@@ -67,6 +67,7 @@ func runPrune(args []string) error {
 		stats, err = store.PruneStore(path, store.Config{KeyLength: m.opts.KeyLength, Logf: func(f string, a ...any) {
 			fmt.Fprintf(os.Stderr, "arrayfs prune: "+f+"\n", a...)
 		}}, bar.update)
+		err = busyError(err, "prune it through that mount (arrayfs prune MOUNTPOINT/PATH-OF-THE-STORE)")
 	}
 	bar.finish()
 	if err != nil {

@@ -173,13 +173,25 @@ func findMount(dir string) (mountInfo, bool) {
 	if r, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = r
 	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return mountInfo{}, false
-	}
-	defer f.Close()
 	var found mountInfo
 	ok := false
+	for _, mi := range mounts() {
+		if mi.mountpoint == abs {
+			// The last mount on a path is the visible one.
+			found, ok = mi, true
+		}
+	}
+	return found, ok
+}
+
+// mounts lists /proc/self/mountinfo.
+func mounts() []mountInfo {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []mountInfo
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// id parent major:minor root mountpoint options ... - fstype source superopts
@@ -197,13 +209,26 @@ func findMount(dir string) (mountInfo, bool) {
 		if sep < 0 || sep+2 >= len(fields) {
 			continue
 		}
-		if unescapeMount(fields[4]) == abs {
-			// The last mount on a path is the visible one.
-			found = mountInfo{mountpoint: abs, fstype: fields[sep+1], source: unescapeMount(fields[sep+2])}
-			ok = true
+		out = append(out, mountInfo{mountpoint: unescapeMount(fields[4]), fstype: fields[sep+1], source: unescapeMount(fields[sep+2])})
+	}
+	return out
+}
+
+// arrayfsMountsOf lists the arrayfs mounts of this namespace whose
+// dataset (the mount's source) is dir, lies inside it or holds it: the
+// writers a BusyError is about.
+func arrayfsMountsOf(dir string) []mountInfo {
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = r
+	}
+	within := func(a, b string) bool { return a == b || strings.HasPrefix(a, strings.TrimSuffix(b, "/")+"/") }
+	var out []mountInfo
+	for _, mi := range mounts() {
+		if mi.fstype == "fuse.arrayfs" && (within(mi.source, dir) || within(dir, mi.source)) {
+			out = append(out, mi)
 		}
 	}
-	return found, ok
+	return out
 }
 
 // unescapeMount undoes the octal escapes (\040 for space) of mountinfo.

@@ -1,0 +1,94 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+)
+
+// The kernel refuses to open an inode through its page cache while it is
+// open in passthrough mode, and the other way round: the open fails with
+// EIO (fs/fuse/iomode.c). A file's node can have both kinds of handle,
+// since what a file is may change while it is open (an array whose data
+// file is truncated behind the mount is a plain file for the next open;
+// a plain file becomes an array when its yaml arrives). So each node
+// counts its handles by mode, and a new open takes a mode compatible
+// with the others: DIRECT_IO handles go with either.
+
+// ioModes counts a node's open handles by how the kernel does their I/O.
+type ioModes struct {
+	mu                  sync.Mutex
+	cached, passthrough int
+}
+
+// passthroughWorks: the kernel passes a backing file through only for a
+// server with CAP_SYS_ADMIN; elsewhere a "passthrough" handle is cached.
+var passthroughWorks = os.Geteuid() == 0
+
+// openPlain takes the mode of a plain file's new handle: passthrough
+// unless a cached handle is open.
+func (m *ioModes) openPlain() (passthrough bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cached > 0 || !passthroughWorks {
+		m.cached++
+		return false
+	}
+	m.passthrough++
+	return true
+}
+
+// openCached reports whether a handle may go through the page cache
+// (KEEP_CACHE) now, counting it if so; false means it must be DIRECT_IO.
+func (m *ioModes) openCached() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.passthrough > 0 {
+		return false
+	}
+	m.cached++
+	return true
+}
+
+func (m *ioModes) closed(passthrough bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if passthrough {
+		m.passthrough--
+	} else {
+		m.cached--
+	}
+}
+
+// plainFile is a plain file's open handle: go-fuse's loopback file, in
+// the mode its node gave it.
+type plainFile struct {
+	*gofs.LoopbackFile
+	modes       *ioModes
+	passthrough bool
+}
+
+func newPlainFile(fd int, modes *ioModes) *plainFile {
+	return &plainFile{
+		LoopbackFile: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile),
+		modes:        modes,
+		passthrough:  modes.openPlain(),
+	}
+}
+
+// PassthroughFd hands the kernel the backing file only in passthrough
+// mode.
+func (f *plainFile) PassthroughFd() (int, bool) {
+	if !f.passthrough {
+		return -1, false
+	}
+	return f.LoopbackFile.PassthroughFd()
+}
+
+func (f *plainFile) Release(ctx context.Context) syscall.Errno {
+	f.modes.closed(f.passthrough)
+	return f.LoopbackFile.Release(ctx)
+}
