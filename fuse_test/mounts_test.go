@@ -57,6 +57,9 @@ func TestOneWriterPerDataset(t *testing.T) {
 	// database inside it, of the directory holding it.
 	other := filepath.Join(t.TempDir(), "mnt")
 	os.Mkdir(other, 0o755)
+	// Should a second mount happen after all (even one whose daemon the
+	// time limit killed), it must not outlive the test.
+	t.Cleanup(func() { syscall.Unmount(other, syscall.MNT_DETACH) })
 	for _, target := range []string{ds, filepath.Join(ds, "docs"), filepath.Join(ds, "db"), top} {
 		code, out := exitCode(t, "mount", target, other)
 		if code != 1 || !strings.Contains(out, m1.Dir) || !strings.Contains(out, "-o ro") {
