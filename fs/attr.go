@@ -11,7 +11,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/docarray"
+	"github.com/arrayfs/arrayfs/store/engine"
 )
 
 // attrSetter is how one kind of target applies chmod, chown and utimes:
@@ -61,7 +62,7 @@ func (a attrSetter) apply(in *fuse.SetAttrIn) error {
 
 // setattrRel applies chmod, chown and utimes of a SETATTR to the backing
 // file rel itself (never to a symlink's target).
-func setattrRel(back *store.Backing, rel string, in *fuse.SetAttrIn) syscall.Errno {
+func setattrRel(back *engine.Backing, rel string, in *fuse.SetAttrIn) syscall.Errno {
 	return gofs.ToErrno(attrSetter{
 		chmod:  func(m uint32) error { return back.Chmod(rel, m) },
 		chown:  func(uid, gid int) error { return back.Lchown(rel, uid, gid) },
@@ -85,8 +86,8 @@ func setattrFile(f *os.File, in *fuse.SetAttrIn) error {
 
 // attrChangeOf is a SETATTR's mode, owner and mtime as the document
 // store takes them.
-func attrChangeOf(in *fuse.SetAttrIn) store.AttrChange {
-	var c store.AttrChange
+func attrChangeOf(in *fuse.SetAttrIn) docarray.AttrChange {
+	var c docarray.AttrChange
 	if m, ok := in.GetMode(); ok {
 		c.Mode = &m
 	}
@@ -114,17 +115,17 @@ func lstatOut(n *node, out *fuse.AttrOut) syscall.Errno {
 	return 0
 }
 
-func getxattr(back *store.Backing, rel, attr string, dest []byte) (uint32, syscall.Errno) {
+func getxattr(back *engine.Backing, rel, attr string, dest []byte) (uint32, syscall.Errno) {
 	sz, err := back.Getxattr(rel, attr, dest)
 	return uint32(sz), gofs.ToErrno(err)
 }
 
-func listxattr(back *store.Backing, rel string, dest []byte) (uint32, syscall.Errno) {
+func listxattr(back *engine.Backing, rel string, dest []byte) (uint32, syscall.Errno) {
 	sz, err := back.Listxattr(rel, dest)
 	return uint32(sz), gofs.ToErrno(err)
 }
 
-func asStoreError(err error, target **store.Error) bool { return errors.As(err, target) }
+func asStoreError(err error, target **engine.Error) bool { return errors.As(err, target) }
 
 // noXattrs is embedded by nodes without a backing file of their own
 // (documents, markers): docarray has nowhere to keep extended attributes.

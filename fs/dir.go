@@ -9,7 +9,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/docarray"
+	"github.com/arrayfs/arrayfs/store/engine"
 )
 
 // dirNode is a directory of the dataset, passed through: its listing is
@@ -156,7 +157,7 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if errno := n.rmStore(name); errno != 0 {
 		return errno
 	}
-	n.fsys.ds.DirdbBeforeRmdir(n.childRel(name))
+	n.fsys.ds.Dirdb().BeforeRmdir(n.childRel(name))
 	return gofs.ToErrno(n.fsys.back.Rmdir(n.childRel(name)))
 }
 
@@ -167,7 +168,7 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if s := n.docStore(); s != nil {
 		return n.storeCreate(ctx, s, name, flags, mode, out)
 	}
-	if name == store.DocMarkerName {
+	if name == docarray.MarkerName {
 		return n.createMarker(ctx, flags, mode, out)
 	}
 	if ch, fh, fl, errno, ok := n.createDirdb(ctx, name, flags, mode, out); ok {
@@ -187,7 +188,7 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 			return nil, nil, 0, gofs.ToErrno(err)
 		}
 	}
-	st, err := store.Fstat(fd)
+	st, err := engine.Fstat(fd)
 	if err != nil {
 		syscall.Close(fd)
 		return nil, nil, 0, gofs.ToErrno(err)
@@ -276,7 +277,7 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 		return syscall.ENOENT
 	}
 	src, dstS := n.docStore(), dst.docStore()
-	if src != nil || dstS != nil || newName == store.DocMarkerName {
+	if src != nil || dstS != nil || newName == docarray.MarkerName {
 		return n.storeRename(src, name, dst, dstS, newName, flags)
 	}
 	errno := n.fsys.errno(n.fsys.ds.Rename(n.childRel(name), dst.childRel(newName), uint(flags)))

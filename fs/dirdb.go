@@ -8,10 +8,11 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/dirdb"
+	"github.com/arrayfs/arrayfs/store/engine"
 )
 
-// dirdb entries (store/dirdb.go) change behind the mount's back: Python
+// dirdb entries (store/dirdb) change behind the mount's back: Python
 // processes rewrite them in place. So their files are opened with
 // DIRECT_IO and without KEEP_CACHE: every read of a handle is served
 // from that handle's snapshot, a version copied under dirdb's lock at
@@ -22,7 +23,7 @@ import (
 // Shared mappings still work (CAP_DIRECT_IO_ALLOW_MMAP, fs.go).
 
 // openDirdb opens a member of a dirdb entry; it owns f's reference.
-func (n *fileNode) openDirdb(ctx context.Context, f *store.DirdbFile, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+func (n *fileNode) openDirdb(ctx context.Context, f *dirdb.File, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	defer f.Release()
 	if errno := n.dirdbOwn(); errno != 0 {
 		return nil, 0, errno
@@ -32,7 +33,7 @@ func (n *fileNode) openDirdb(ctx context.Context, f *store.DirdbFile, flags uint
 		if err != nil {
 			return nil, 0, n.fsys.errno(err)
 		}
-		return &dirdbReadHandle{viewHandle[*store.Snapshot]{snap}}, fuse.FOPEN_DIRECT_IO, 0
+		return &dirdbReadHandle{viewHandle[*dirdb.Snapshot]{snap}}, fuse.FOPEN_DIRECT_IO, 0
 	}
 	w, err := f.NewWriter(ctx, flags&syscall.O_TRUNC != 0, flags&syscall.O_APPEND != 0)
 	if err != nil {
@@ -51,7 +52,7 @@ func (n *dirNode) createDirdb(ctx context.Context, name string, flags, mode uint
 	if caller, ok := fuse.FromContext(ctx); ok && os.Geteuid() == 0 && (caller.Uid != 0 || caller.Gid != 0) {
 		uid, gid = int(caller.Uid), int(caller.Gid)
 	}
-	w, st, ok, err := n.fsys.ds.DirdbCreate(ctx, n.childRel(name), int(flags), mode, uid, gid)
+	w, st, ok, err := n.fsys.ds.Dirdb().Create(ctx, n.childRel(name), int(flags), mode, uid, gid)
 	if !ok {
 		return nil, nil, 0, 0, false
 	}
@@ -69,8 +70,8 @@ func (n *dirNode) createDirdb(ctx context.Context, name string, flags, mode uint
 
 // pendingDirdb fills st for name when it is a member being created (not
 // on disk yet); Lookup shows it.
-func (n *dirNode) pendingDirdb(name string, st *store.Stat) bool {
-	s, _, ok, err := n.fsys.ds.DirdbStat(n.childRel(name))
+func (n *dirNode) pendingDirdb(name string, st *engine.Stat) bool {
+	s, _, ok, err := n.fsys.ds.Dirdb().Stat(n.childRel(name))
 	if !ok || err != nil {
 		return false
 	}
@@ -80,7 +81,7 @@ func (n *dirNode) pendingDirdb(name string, st *store.Stat) bool {
 
 // appendPendingDirdb adds the members being created to a listing.
 func (n *dirNode) appendPendingDirdb(entries []fuse.DirEntry) []fuse.DirEntry {
-	for name, st := range n.fsys.ds.DirdbPending(n.rel()) {
+	for name, st := range n.fsys.ds.Dirdb().Pending(n.rel()) {
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: st.Mode, Ino: n.fsys.ino(&st.Stat_t)})
 	}
 	return entries
@@ -90,7 +91,7 @@ func (n *dirNode) appendPendingDirdb(entries []fuse.DirEntry) []fuse.DirEntry {
 // (NAME.pickle) also removed or moved NAME.json. Asynchronous: the
 // kernel holds the directory's lock until the operation returns.
 func (n *dirNode) dirdbSiblingsChanged(name string) {
-	if meta, ok := store.DirdbMetaName(name); ok {
+	if meta, ok := dirdb.MetaName(name); ok {
 		go n.NotifyEntry(meta)
 	}
 }
@@ -108,7 +109,7 @@ func (n *fileNode) getattrDirdb(f gofs.FileHandle, out *fuse.AttrOut) (syscall.E
 	case *dirdbWriteHandle:
 		st, err = h.w.Stat()
 	default:
-		s, _, ok, serr := n.fsys.ds.DirdbStat(n.rel())
+		s, _, ok, serr := n.fsys.ds.Dirdb().Stat(n.rel())
 		if !ok {
 			return 0, false
 		}
@@ -133,7 +134,7 @@ func (n *fileNode) getattrDirdb(f gofs.FileHandle, out *fuse.AttrOut) (syscall.E
 // inode) replaced it, and its number may already be another file's:
 // ESTALE makes the kernel look the name up again.
 func (n *fileNode) dirdbOwn() syscall.Errno {
-	file, hasFile, stage, pending, ok := n.fsys.ds.DirdbVersions(n.rel())
+	file, hasFile, stage, pending, ok := n.fsys.ds.Dirdb().Versions(n.rel())
 	switch {
 	case !ok:
 		return 0
@@ -150,23 +151,25 @@ func (n *fileNode) dirdbOwn() syscall.Errno {
 // attributes go to the pending version if there is one, else to the
 // backing file.
 func (n *fileNode) setattrDirdb(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) (syscall.Errno, bool) {
-	var df *store.DirdbFile
-	var w *store.DirdbWriter
+	var df *dirdb.File
+	var w *dirdb.Writer
 	switch h := f.(type) {
 	case *dirdbWriteHandle:
 		w = h.w
 		df = w.File()
 	}
 	if df == nil {
-		cls, err := n.fsys.ds.Classify(n.rel())
+		item, err := n.fsys.ds.Classify(n.rel())
 		if err != nil {
 			return n.fsys.errno(err), true
 		}
-		if cls.Dirdb == nil {
-			cls.Release()
+		var ok bool
+		if df, ok = item.(*dirdb.File); !ok {
+			if item != nil {
+				item.Release()
+			}
 			return 0, false
 		}
-		df = cls.Dirdb
 		defer df.Release()
 	}
 	if size, ok := in.GetSize(); ok {
@@ -197,7 +200,7 @@ func (n *fileNode) setattrDirdb(ctx context.Context, f gofs.FileHandle, in *fuse
 	return errno, true
 }
 
-func (n *fileNode) truncateDirdb(ctx context.Context, df *store.DirdbFile, w *store.DirdbWriter, size int64) syscall.Errno {
+func (n *fileNode) truncateDirdb(ctx context.Context, df *dirdb.File, w *dirdb.Writer, size int64) syscall.Errno {
 	if w != nil {
 		return n.fsys.errno(w.Truncate(ctx, size))
 	}
@@ -224,7 +227,7 @@ func (n *fileNode) truncateDirdb(ctx context.Context, df *store.DirdbFile, w *st
 // ok is false when there is none.
 func (n *fileNode) pendingXattr(call func(fd int) (int, error)) (uint32, syscall.Errno, bool) {
 	var sz int
-	ok, err := n.fsys.ds.DirdbPendingFile(n.rel(), func(f *os.File) error {
+	ok, err := n.fsys.ds.Dirdb().PendingFile(n.rel(), func(f *os.File) error {
 		var err error
 		sz, err = call(int(f.Fd()))
 		return err
@@ -256,7 +259,7 @@ func (n *fileNode) replacedNow() {
 
 // dirdbReadHandle is a member opened for reading: its snapshot.
 type dirdbReadHandle struct {
-	viewHandle[*store.Snapshot]
+	viewHandle[*dirdb.Snapshot]
 }
 
 var (
@@ -270,7 +273,7 @@ var (
 type dirdbWriteHandle struct {
 	fsys    *FS
 	node    *fileNode
-	w       *store.DirdbWriter
+	w       *dirdb.Writer
 	writers writerSet // processes that wrote (closer.go)
 }
 

@@ -8,7 +8,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/docarray"
+	"github.com/arrayfs/arrayfs/store/engine"
 )
 
 // docNode is one document of a store. It keeps no state of its own: the
@@ -45,7 +46,7 @@ var (
 )
 
 // locate finds the node's store and current name.
-func (n *docNode) locate() (*store.DocStore, string, syscall.Errno) {
+func (n *docNode) locate() (*docarray.Store, string, syscall.Errno) {
 	name, parent := n.Parent()
 	if parent == nil {
 		return nil, "", syscall.ENOENT
@@ -62,7 +63,7 @@ func (n *docNode) locate() (*store.DocStore, string, syscall.Errno) {
 }
 
 func (n *docNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	var e store.DocEntry
+	var e docarray.Entry
 	s, name, errno := n.locate()
 	if errno == 0 {
 		var err error
@@ -114,7 +115,7 @@ func (n *docNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 		}
 	}
 	c := attrChangeOf(in)
-	if c != (store.AttrChange{}) {
+	if c != (docarray.AttrChange{}) {
 		if _, err := s.SetAttr(name, c); err != nil {
 			return n.fsys.errno(err)
 		}
@@ -123,7 +124,7 @@ func (n *docNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 }
 
 // truncate without an open file (truncate(1)): a new version, validated.
-func (n *docNode) truncate(s *store.DocStore, name string, size int64) syscall.Errno {
+func (n *docNode) truncate(s *docarray.Store, name string, size int64) syscall.Errno {
 	r, e, err := s.Open(name)
 	if err != nil {
 		return n.fsys.errno(err)
@@ -192,15 +193,15 @@ func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	}
 	n.cached, n.reloads, n.hasCached = e.Version, e.Reloads, true
 	n.mu.Unlock()
-	return &docReadHandle{viewHandle[*store.DocReader]{r}, e, s}, keep, 0
+	return &docReadHandle{viewHandle[*docarray.Reader]{r}, e, s}, keep, 0
 }
 
 // docReadHandle serves one version of a document straight from the
 // mapping of body.bin (or from its pending version).
 type docReadHandle struct {
-	viewHandle[*store.DocReader]
-	entry store.DocEntry
-	store *store.DocStore
+	viewHandle[*docarray.Reader]
+	entry docarray.Entry
+	store *docarray.Store
 }
 
 var (
@@ -216,7 +217,7 @@ func (h *docReadHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	if h.store.ReadOnly() {
 		return 0
 	}
-	return store.ErrnoOf(h.store.Sync())
+	return engine.ErrnoOf(h.store.Sync())
 }
 
 // docWriteHandle is a document open for writing. The new content is
@@ -233,11 +234,11 @@ func (h *docReadHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 type docWriteHandle struct {
 	fsys  *FS
 	node  *docNode
-	s     *store.DocStore
-	entry store.DocEntry
+	s     *docarray.Store
+	entry docarray.Entry
 
 	mu      sync.Mutex
-	base    *store.DocReader // the version opened
+	base    *docarray.Reader // the version opened
 	buf     []byte
 	loaded  bool // buf is the content (else base is)
 	shared  bool // buf was handed to the store: copy before changing it
@@ -258,7 +259,7 @@ var (
 	_ gofs.FileReleaser = (*docWriteHandle)(nil)
 )
 
-func (n *docNode) openWriter(s *store.DocStore, name string, e store.DocEntry, flags uint32, created bool) (*docWriteHandle, syscall.Errno) {
+func (n *docNode) openWriter(s *docarray.Store, name string, e docarray.Entry, flags uint32, created bool) (*docWriteHandle, syscall.Errno) {
 	h := &docWriteHandle{fsys: n.fsys, node: n, s: s, entry: e, created: created}
 	if created || flags&syscall.O_TRUNC != 0 {
 		h.loaded, h.dirty = true, true

@@ -15,7 +15,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/docarray"
+	"github.com/arrayfs/arrayfs/store/engine"
 )
 
 // A directory that is a docarray store (header.bin + body.bin) is served
@@ -25,12 +26,12 @@ import (
 // a marker is written into it.
 
 // docStore returns the store directory n is, or nil for a plain one.
-func (n *dirNode) docStore() *store.DocStore { return n.fsys.ds.DocStore(n.rel()) }
+func (n *dirNode) docStore() *docarray.Store { return n.fsys.ds.Docs().Store(n.rel()) }
 
 // docStoreErr is docStore for the operations that say why a store
 // cannot be read (EACCES, EIO) instead of showing its directory plain.
-func (n *dirNode) docStoreErr() (*store.DocStore, syscall.Errno) {
-	s, err := n.fsys.ds.DocStoreErr(n.rel())
+func (n *dirNode) docStoreErr() (*docarray.Store, syscall.Errno) {
+	s, err := n.fsys.ds.Docs().StoreErr(n.rel())
 	if err != nil {
 		return nil, n.fsys.errno(err)
 	}
@@ -46,7 +47,7 @@ func (n *dirNode) dirIno() uint64 {
 	return st.Ino
 }
 
-func fillDocAttr(a *fuse.Attr, e store.DocEntry) {
+func fillDocAttr(a *fuse.Attr, e docarray.Entry) {
 	a.Mode = syscall.S_IFREG | e.Meta.Mode&0o7777
 	a.Size = uint64(e.Size)
 	a.Blocks = (a.Size + 511) / 512
@@ -58,12 +59,12 @@ func fillDocAttr(a *fuse.Attr, e store.DocEntry) {
 	a.SetTimes(&t, &t, &t)
 }
 
-func (n *dirNode) newDocInode(ctx context.Context, e store.DocEntry) *gofs.Inode {
+func (n *dirNode) newDocInode(ctx context.Context, e docarray.Entry) *gofs.Inode {
 	return n.NewInode(ctx, &docNode{node: node{fsys: n.fsys}}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino})
 }
 
-func (n *dirNode) storeLookup(ctx context.Context, s *store.DocStore, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if name == store.DocMarkerName {
+func (n *dirNode) storeLookup(ctx context.Context, s *docarray.Store, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if name == docarray.MarkerName {
 		return n.markerInode(ctx, s, &out.Attr)
 	}
 	e, err := s.Lookup(name)
@@ -74,27 +75,27 @@ func (n *dirNode) storeLookup(ctx context.Context, s *store.DocStore, name strin
 	return n.newDocInode(ctx, e), 0
 }
 
-func (n *dirNode) storeReaddir(s *store.DocStore) (gofs.DirStream, syscall.Errno) {
+func (n *dirNode) storeReaddir(s *docarray.Store) (gofs.DirStream, syscall.Errno) {
 	docs := s.List()
 	entries := make([]fuse.DirEntry, 0, len(docs)+1)
 	for _, e := range docs {
 		entries = append(entries, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFREG, Ino: e.Ino})
 	}
 	// Last, so that rm -r empties the store before it meets the marker.
-	entries = append(entries, fuse.DirEntry{Name: store.DocMarkerName, Mode: syscall.S_IFREG, Ino: store.MarkerIno(n.dirIno())})
+	entries = append(entries, fuse.DirEntry{Name: docarray.MarkerName, Mode: syscall.S_IFREG, Ino: docarray.MarkerIno(n.dirIno())})
 	return gofs.NewListDirStream(entries), 0
 }
 
-func callerMeta(ctx context.Context, mode uint32) store.DocMeta {
-	m := store.DocMeta{Mtime: time.Now().UnixNano(), Mode: mode & 0o7777, UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+func callerMeta(ctx context.Context, mode uint32) docarray.Meta {
+	m := docarray.Meta{Mtime: time.Now().UnixNano(), Mode: mode & 0o7777, UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
 	if c, ok := fuse.FromContext(ctx); ok {
 		m.UID, m.GID = c.Uid, c.Gid
 	}
 	return m
 }
 
-func (n *dirNode) storeCreate(ctx context.Context, s *store.DocStore, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	if name == store.DocMarkerName {
+func (n *dirNode) storeCreate(ctx context.Context, s *docarray.Store, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if name == docarray.MarkerName {
 		if flags&syscall.O_EXCL != 0 {
 			return nil, nil, 0, syscall.EEXIST
 		}
@@ -126,8 +127,8 @@ func (n *dirNode) storeCreate(ctx context.Context, s *store.DocStore, name strin
 	return ch, h, 0, 0
 }
 
-func (n *dirNode) storeUnlink(s *store.DocStore, name string) syscall.Errno {
-	if name != store.DocMarkerName {
+func (n *dirNode) storeUnlink(s *docarray.Store, name string) syscall.Errno {
+	if name != docarray.MarkerName {
 		err := s.Remove(name)
 		if err == nil {
 			s.SyncSoon()
@@ -137,28 +138,28 @@ func (n *dirNode) storeUnlink(s *store.DocStore, name string) syscall.Errno {
 	// The marker goes with the store, once the store is empty: rm -r of
 	// a store directory then works (it removes the documents first).
 	if s.Len() > 0 {
-		return n.fsys.errno(&store.Error{Path: filepath.Join(n.rel(), name), Op: "unlink", Errno: syscall.EPERM,
+		return n.fsys.errno(&engine.Error{Path: filepath.Join(n.rel(), name), Op: "unlink", Errno: syscall.EPERM,
 			Reason: fmt.Sprintf("the marker of a store with %d documents cannot be removed (remove the documents first)", s.Len())})
 	}
-	return n.fsys.errno(n.fsys.ds.RemoveDocStore(s))
+	return n.fsys.errno(n.fsys.ds.Docs().Remove(s))
 }
 
 // rmStore makes an empty store child of n a plain directory before rmdir.
 func (n *dirNode) rmStore(name string) syscall.Errno {
-	s := n.fsys.ds.DocStore(n.childRel(name))
+	s := n.fsys.ds.Docs().Store(n.childRel(name))
 	if s == nil {
 		return 0
 	}
 	if s.Len() > 0 {
 		return syscall.ENOTEMPTY
 	}
-	return n.fsys.errno(n.fsys.ds.RemoveDocStore(s))
+	return n.fsys.errno(n.fsys.ds.Docs().Remove(s))
 }
 
 // storeRename is a rename where either side is a store, or the target
 // is a marker.
-func (n *dirNode) storeRename(src *store.DocStore, name string, dst *dirNode, dstS *store.DocStore, newName string, flags uint32) syscall.Errno {
-	marker := store.DocMarkerName
+func (n *dirNode) storeRename(src *docarray.Store, name string, dst *dirNode, dstS *docarray.Store, newName string, flags uint32) syscall.Errno {
+	marker := docarray.MarkerName
 	switch {
 	case src == nil && dstS == nil:
 		// A plain file renamed onto .docarray (rsync's last step when
@@ -170,7 +171,7 @@ func (n *dirNode) storeRename(src *store.DocStore, name string, dst *dirNode, ds
 	case src == nil || dstS == nil:
 		return syscall.EXDEV // mv copies instead, and the copy is validated
 	case name == marker:
-		return n.fsys.errno(&store.Error{Path: filepath.Join(n.rel(), name), Op: "rename", Errno: syscall.EPERM,
+		return n.fsys.errno(&engine.Error{Path: filepath.Join(n.rel(), name), Op: "rename", Errno: syscall.EPERM,
 			Reason: "the marker of a store cannot be moved"})
 	case src != dstS && newName == marker:
 		return syscall.EXDEV
@@ -214,19 +215,19 @@ func (n *dirNode) createStoreFromFile(from *dirNode, name string) syscall.Errno 
 	if err != nil {
 		return gofs.ToErrno(err)
 	}
-	meta := store.DocMeta{Mtime: st.Mtim.Nano(), Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid}
+	meta := docarray.Meta{Mtime: st.Mtim.Nano(), Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid}
 	skip := ""
 	if from == n {
 		skip = name
 	}
-	_, moved, err := n.fsys.ds.CreateDocStore(n.rel(), data, meta, skip)
+	_, moved, err := n.fsys.ds.Docs().Create(n.rel(), data, meta, skip)
 	if err != nil {
 		return n.fsys.errno(err)
 	}
 	if err := n.fsys.back.Unlink(rel); err != nil {
 		n.fsys.logf("%s: the store is made; removing %s: %v", n.rel(), rel, err)
 	}
-	n.notifyEntries(append(moved, store.DocMarkerName)...)
+	n.notifyEntries(append(moved, docarray.MarkerName)...)
 	return 0
 }
 
@@ -243,7 +244,7 @@ func (n *dirNode) notifyEntries(names ...string) {
 // onDocChanges is the store's report of documents changed behind
 // arrayfs's back: drop what the kernel caches of the names it knows in
 // that directory. It runs in its own goroutine.
-func (f *FS) onDocChanges(dirRel string, changes []store.DocChange) {
+func (f *FS) onDocChanges(dirRel string, changes []docarray.Change) {
 	dir := f.root.EmbeddedInode()
 	if dirRel != "" && dirRel != "." {
 		for _, c := range strings.Split(dirRel, "/") {
@@ -259,13 +260,13 @@ func (f *FS) onDocChanges(dirRel string, changes []store.DocChange) {
 			dir.NotifyEntry(c.Name)
 		}
 	}
-	s := f.ds.DocStore(dirRel)
+	s := f.ds.Docs().Store(dirRel)
 	for name, ch := range dir.Children() {
-		if name == store.DocMarkerName {
+		if name == docarray.MarkerName {
 			ch.NotifyContent(0, 0)
 			continue
 		}
-		e, err := store.DocEntry{}, error(syscall.ENOENT)
+		e, err := docarray.Entry{}, error(syscall.ENOENT)
 		if s != nil {
 			e, err = s.Lookup(name)
 		}
@@ -298,11 +299,11 @@ const (
 // pruneState is what the file system knows of the prunes it ran.
 type pruneState struct {
 	mu      sync.Mutex
-	running map[*store.DocStore]*[2]atomic.Int64
-	results map[*store.DocStore][]byte
+	running map[*docarray.Store]*[2]atomic.Int64
+	results map[*docarray.Store][]byte
 }
 
-func (n *dirNode) storeGetxattr(s *store.DocStore, attr string, dest []byte) (uint32, syscall.Errno, bool) {
+func (n *dirNode) storeGetxattr(s *docarray.Store, attr string, dest []byte) (uint32, syscall.Errno, bool) {
 	var val []byte
 	ps := &n.fsys.prunes
 	switch attr {
@@ -335,7 +336,7 @@ func (n *dirNode) storeGetxattr(s *store.DocStore, attr string, dest []byte) (ui
 	return uint32(copy(dest, val)), 0, true
 }
 
-func (n *dirNode) storeSetxattr(s *store.DocStore, attr string) (syscall.Errno, bool) {
+func (n *dirNode) storeSetxattr(s *docarray.Store, attr string) (syscall.Errno, bool) {
 	if attr != xattrPrune {
 		if strings.HasPrefix(attr, "user.arrayfs.") {
 			return syscall.EPERM, true

@@ -8,13 +8,15 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/daf"
+	"github.com/arrayfs/arrayfs/store/dirdb"
+	"github.com/arrayfs/arrayfs/store/engine"
 )
 
 // backed is a node with a backing file of its own.
 type backed interface {
 	rel() string
-	lstatOwn() (store.Stat, syscall.Errno)
+	lstatOwn() (engine.Stat, syscall.Errno)
 }
 
 // fileNode is a regular file of the dataset. What serves its content is
@@ -42,14 +44,14 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if writing && n.fsys.readOnly() {
 		return nil, 0, syscall.EROFS
 	}
-	cls, err := n.fsys.ds.Classify(n.rel())
+	item, err := n.fsys.ds.Classify(n.rel())
 	if err != nil {
 		return nil, 0, n.fsys.errno(err)
 	}
-	if cls.Dirdb != nil {
-		return n.openDirdb(ctx, cls.Dirdb, flags)
+	if df, ok := item.(*dirdb.File); ok {
+		return n.openDirdb(ctx, df, flags)
 	}
-	if a := cls.Array; a != nil {
+	if a, ok := item.(*daf.ArrayFile); ok {
 		if st, err := a.Stat(); err != nil || !n.isOwn(&st) {
 			// The name leads to a replacement of the node's file. An
 			// open for reading that raced with it reads the node's own
@@ -59,7 +61,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 			if writing {
 				return nil, 0, syscall.ESTALE
 			}
-			if a = n.fsys.ds.RetiredArray(n.rel(), n.isOwn); a == nil {
+			if a = n.fsys.ds.Arrays().Retired(n.rel(), n.isOwn); a == nil {
 				return nil, 0, syscall.ESTALE
 			}
 		}
@@ -88,7 +90,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	// The file opened must be the node's: a name that now leads to
 	// another file (replaced since the kernel looked it up) is looked
 	// up again, never opened in the node's stead.
-	if st, err := store.Fstat(fd); err != nil || !n.isOwn(&st) {
+	if st, err := engine.Fstat(fd); err != nil || !n.isOwn(&st) {
 		syscall.Close(fd)
 		if err != nil {
 			return nil, 0, gofs.ToErrno(err)
@@ -156,12 +158,14 @@ func (n *fileNode) truncate(f gofs.FileHandle, size int64) syscall.Errno {
 	if h, ok := f.(*arrayHandle); ok {
 		return h.truncate(size)
 	}
-	cls, err := n.fsys.ds.Classify(n.rel())
+	item, err := n.fsys.ds.Classify(n.rel())
 	if err != nil {
 		return n.fsys.errno(err)
 	}
-	defer cls.Release()
-	if a := cls.Array; a != nil {
+	if item != nil {
+		defer item.Release()
+	}
+	if a, ok := item.(*daf.ArrayFile); ok {
 		return n.fsys.errno(a.CheckTruncate(size))
 	}
 	if _, errno := n.lstatOwn(); errno != 0 {

@@ -16,12 +16,14 @@ import (
 
 	"github.com/arrayfs/arrayfs/mountopts"
 	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/docarray"
+	"github.com/arrayfs/arrayfs/store/engine"
 )
 
 // FS is one mounted dataset.
 type FS struct {
 	ds      *store.Dataset
-	back    *store.Backing
+	back    *engine.Backing
 	opts    mountopts.Options
 	rootDev uint64
 	root    *dirNode
@@ -41,9 +43,9 @@ func New(ds *store.Dataset, opts mountopts.Options, logf func(string, ...any)) (
 	}
 	f := &FS{ds: ds, back: ds.Backing(), opts: opts, rootDev: uint64(st.Dev), logf: logf, started: time.Now()}
 	f.root = &dirNode{node: node{fsys: f}}
-	f.prunes.running = map[*store.DocStore]*[2]atomic.Int64{}
-	f.prunes.results = map[*store.DocStore][]byte{}
-	ds.SetDocNotify(f.onDocChanges)
+	f.prunes.running = map[*docarray.Store]*[2]atomic.Int64{}
+	f.prunes.results = map[*docarray.Store][]byte{}
+	ds.Docs().SetNotify(f.onDocChanges)
 	return f, nil
 }
 
@@ -109,7 +111,7 @@ func (n *node) rel() string { return n.Path(n.fsys.root.EmbeddedInode()) }
 func (n *node) childRel(name string) string { return filepath.Join(n.rel(), name) }
 
 // Node identity. A node stands for one backing file: its inode number
-// and a generation (store.Backing.Generation) that tells it from a later
+// and a generation (engine.Backing.Generation) that tells it from a later
 // file given the same number by the backing file system, which reuses
 // numbers at once (after arrayfs's own rename-replacements, for one).
 // Without the generation, a lookup of the later file would find the
@@ -126,19 +128,19 @@ func (f *FS) ino(st *syscall.Stat_t) uint64 {
 }
 
 // stable is the go-fuse identity of a backing file.
-func (f *FS) stable(st *store.Stat) gofs.StableAttr {
+func (f *FS) stable(st *engine.Stat) gofs.StableAttr {
 	return gofs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: f.ino(&st.Stat_t), Gen: f.back.Generation(st)}
 }
 
 // isOwn reports whether st is the node's own backing file.
-func (n *node) isOwn(st *store.Stat) bool {
+func (n *node) isOwn(st *engine.Stat) bool {
 	id := n.StableAttr()
 	return id.Ino == n.fsys.ino(&st.Stat_t) && id.Gen == n.fsys.back.Generation(st)
 }
 
 // lstatOwn returns the attributes of the node's backing file, or ESTALE
 // when its name now leads to another file.
-func (n *node) lstatOwn() (store.Stat, syscall.Errno) {
+func (n *node) lstatOwn() (engine.Stat, syscall.Errno) {
 	st, err := n.fsys.back.Lstat(n.rel())
 	if err != nil {
 		return st, gofs.ToErrno(err)
@@ -150,7 +152,7 @@ func (n *node) lstatOwn() (store.Stat, syscall.Errno) {
 }
 
 // newChild makes the node for a backing file of directory parent.
-func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, st *store.Stat) *gofs.Inode {
+func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, st *engine.Stat) *gofs.Inode {
 	var ops gofs.InodeEmbedder
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
@@ -171,11 +173,11 @@ func (f *FS) errno(err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
-	var se *store.Error
+	var se *engine.Error
 	if asStoreError(err, &se) {
 		f.logf("%v", se)
 	}
-	return store.ErrnoOf(err)
+	return engine.ErrnoOf(err)
 }
 
 // readOnly answers EROFS for changes on a read-only mount.

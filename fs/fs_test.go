@@ -11,6 +11,8 @@ import (
 
 	"github.com/arrayfs/arrayfs/mountopts"
 	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/daf"
+	"github.com/arrayfs/arrayfs/store/engine"
 )
 
 // mountInProcess mounts dir in this process, so that the race detector
@@ -54,7 +56,7 @@ func writeArray(t *testing.T, dir, name string, n int) []byte {
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
-	if err := store.WriteDenseArray(dir, name, "int32", []int64{int64(n)}, data); err != nil {
+	if err := daf.WriteDenseArray(dir, name, "int32", []int64{int64(n)}, data); err != nil {
 		t.Fatal(err)
 	}
 	return data
@@ -172,7 +174,7 @@ func TestReplaceWhileReading(t *testing.T) {
 	}
 	names, _ := os.ReadDir(dir)
 	for _, e := range names {
-		if store.IsStageName(e.Name()) {
+		if engine.IsStageName(e.Name()) {
 			t.Fatalf("staged file left: %s", e.Name())
 		}
 	}

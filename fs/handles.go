@@ -9,13 +9,14 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/daf"
+	"github.com/arrayfs/arrayfs/store/engine"
 )
 
 // viewResult answers a READ with a pinned slice of a mapping. go-fuse
 // writes the slice to /dev/fuse as it is (Slices) and calls Done after,
 // which unpins it: no copy in arrayfs.
-type viewResult struct{ v store.View }
+type viewResult struct{ v engine.View }
 
 func (r viewResult) Bytes(buf []byte) ([]byte, fuse.Status) { return r.v.Bytes, fuse.OK }
 func (r viewResult) Slices() ([][]byte, fuse.Status)        { return [][]byte{r.v.Bytes}, fuse.OK }
@@ -25,7 +26,7 @@ func (r viewResult) Done()                                  { r.v.Release() }
 // viewSource is content that serves pinned views of itself and is
 // released once: a dirdb snapshot, one version of a document.
 type viewSource interface {
-	View(off int64, n int) store.View
+	View(off int64, n int) engine.View
 	Release()
 }
 
@@ -68,9 +69,9 @@ type arrayHandle struct {
 	cached bool // counted among its node's cached handles (iomode.go)
 
 	mu      sync.Mutex
-	a       *store.ArrayFile // after a commit, the new file's
-	stage   *store.Stage     // the replacement being written, if any
-	writers writerSet        // processes that wrote (closer.go)
+	a       *daf.ArrayFile // after a commit, the new file's
+	stage   *engine.Stage  // the replacement being written, if any
+	writers writerSet      // processes that wrote (closer.go)
 }
 
 var (
@@ -82,7 +83,7 @@ var (
 )
 
 // file is the ArrayFile the handle serves now, and its stage if any.
-func (h *arrayHandle) file() (*store.ArrayFile, *store.Stage) {
+func (h *arrayHandle) file() (*daf.ArrayFile, *engine.Stage) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.a, h.stage
@@ -111,7 +112,7 @@ func (h *arrayHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 		return uint32(n), h.fsys.errno(err)
 	}
 	if end := off + int64(len(data)); end > h.a.Size() {
-		return 0, h.fsys.errno(&store.Error{Path: h.node.rel(), Op: "write", Errno: syscall.EFBIG,
+		return 0, h.fsys.errno(&engine.Error{Path: h.node.rel(), Op: "write", Errno: syscall.EFBIG,
 			Reason: refusedSize(end, h.a.Size())})
 	}
 	n, err := h.stage.File().WriteAt(data, off)
@@ -127,7 +128,7 @@ func (h *arrayHandle) truncate(size int64) syscall.Errno {
 	defer h.mu.Unlock()
 	switch {
 	case h.stage != nil && size > h.a.Size():
-		return h.fsys.errno(&store.Error{Path: h.node.rel(), Op: "truncate", Errno: syscall.EFBIG,
+		return h.fsys.errno(&engine.Error{Path: h.node.rel(), Op: "truncate", Errno: syscall.EFBIG,
 			Reason: refusedSize(size, h.a.Size())})
 	case h.stage != nil:
 		return gofs.ToErrno(h.stage.File().Truncate(size))
@@ -160,7 +161,7 @@ func (h *arrayHandle) getattr(out *fuse.AttrOut) syscall.Errno {
 // when that leads to another file: the kernel then looks it up again).
 // go-fuse hands Getattr any open handle of the node, also for a stat by
 // path from another process.
-func (n *fileNode) arrayAttr(a *store.ArrayFile, out *fuse.AttrOut) syscall.Errno {
+func (n *fileNode) arrayAttr(a *daf.ArrayFile, out *fuse.AttrOut) syscall.Errno {
 	st, err := a.Stat()
 	if err != nil || !n.isOwn(&st) {
 		var errno syscall.Errno
@@ -204,7 +205,7 @@ func (h *arrayHandle) commit() syscall.Errno {
 	if size != h.a.Size() {
 		// Keep the stage: another descriptor of this open file may
 		// still complete it. Release drops it if nobody does.
-		return h.fsys.errno(&store.Error{Path: h.node.rel(), Op: "close", Errno: syscall.EINVAL,
+		return h.fsys.errno(&engine.Error{Path: h.node.rel(), Op: "close", Errno: syscall.EINVAL,
 			Reason: fmt.Sprintf("refused: the new content is %d bytes, its yaml says %d; the old content is kept", size, h.a.Size())})
 	}
 	// The stage is consumed whether or not the replacement succeeds;

@@ -9,7 +9,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/docarray"
 )
 
 // markerNode is the .docarray file of a store directory: rendered from
@@ -35,9 +35,9 @@ var (
 	_ gofs.NodeRemovexattrer = (*markerNode)(nil)
 )
 
-func (n *dirNode) markerInode(ctx context.Context, s *store.DocStore, a *fuse.Attr) (*gofs.Inode, syscall.Errno) {
+func (n *dirNode) markerInode(ctx context.Context, s *docarray.Store, a *fuse.Attr) (*gofs.Inode, syscall.Errno) {
 	mn := &markerNode{node: node{fsys: n.fsys}}
-	ch := n.NewInode(ctx, mn, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: store.MarkerIno(n.dirIno())})
+	ch := n.NewInode(ctx, mn, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: docarray.MarkerIno(n.dirIno())})
 	if s != nil {
 		data, meta := s.Marker()
 		fillMarkerAttr(a, int64(len(data)), meta)
@@ -45,8 +45,8 @@ func (n *dirNode) markerInode(ctx context.Context, s *store.DocStore, a *fuse.At
 	return ch, 0
 }
 
-func fillMarkerAttr(a *fuse.Attr, size int64, m store.DocMeta) {
-	fillDocAttr(a, store.DocEntry{Size: size, Meta: m})
+func fillMarkerAttr(a *fuse.Attr, size int64, m docarray.Meta) {
+	fillDocAttr(a, docarray.Entry{Size: size, Meta: m})
 }
 
 // createMarker is the creation of .docarray in a plain directory: the
@@ -76,7 +76,7 @@ func (n *markerNode) dir() *dirNode {
 
 // docStore is the store the marker describes; nil when its directory
 // is gone or is not (or no longer) a store.
-func (n *markerNode) docStore() *store.DocStore {
+func (n *markerNode) docStore() *docarray.Store {
 	if d := n.dir(); d != nil {
 		return d.docStore()
 	}
@@ -131,10 +131,10 @@ func (n *markerNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Se
 	cr := n.creating
 	n.mu.Unlock()
 	switch {
-	case c == (store.AttrChange{}):
+	case c == (docarray.AttrChange{}):
 	case cr != nil:
 		cr.mu.Lock()
-		store.ApplyAttr(&cr.meta, c)
+		docarray.ApplyAttr(&cr.meta, c)
 		cr.mu.Unlock()
 	default:
 		s := n.docStore()
@@ -185,7 +185,7 @@ func (n *markerNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	return &bytesHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
 }
 
-func (n *markerNode) openWriter(s *store.DocStore, flags uint32) (*markerWriteHandle, syscall.Errno) {
+func (n *markerNode) openWriter(s *docarray.Store, flags uint32) (*markerWriteHandle, syscall.Errno) {
 	h := &markerWriteHandle{fsys: n.fsys, node: n, dir: n.dir(), store: s}
 	if flags&syscall.O_TRUNC != 0 {
 		h.dirty = true
@@ -202,11 +202,11 @@ type markerWriteHandle struct {
 	fsys  *FS
 	node  *markerNode
 	dir   *dirNode
-	store *store.DocStore // nil: creating a store
+	store *docarray.Store // nil: creating a store
 
 	mu    sync.Mutex
 	buf   []byte
-	meta  store.DocMeta
+	meta  docarray.Meta
 	dirty bool
 	done  bool
 
@@ -269,7 +269,7 @@ func (h *markerWriteHandle) apply() syscall.Errno {
 	var err error
 	if h.store == nil {
 		var moved []string
-		h.store, moved, err = h.fsys.ds.CreateDocStore(h.dir.rel(), h.buf, h.meta, "")
+		h.store, moved, err = h.fsys.ds.Docs().Create(h.dir.rel(), h.buf, h.meta, "")
 		if err == nil {
 			h.node.mu.Lock()
 			h.node.creating = nil
@@ -312,8 +312,8 @@ func (h *markerWriteHandle) Release(ctx context.Context) syscall.Errno {
 		h.node.mu.Lock()
 		h.node.creating = nil
 		h.node.mu.Unlock()
-		h.fsys.logf("%s: %s was not a valid marker; the directory stays a plain directory", filepath.Join(h.dir.rel(), store.DocMarkerName), store.DocMarkerName)
-		h.dir.notifyEntries(store.DocMarkerName)
+		h.fsys.logf("%s: %s was not a valid marker; the directory stays a plain directory", filepath.Join(h.dir.rel(), docarray.MarkerName), docarray.MarkerName)
+		h.dir.notifyEntries(docarray.MarkerName)
 	}
 	return 0
 }

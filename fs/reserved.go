@@ -11,7 +11,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/arrayfs/arrayfs/mountopts"
-	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/dirdb"
+	"github.com/arrayfs/arrayfs/store/engine"
 )
 
 // reservedDir is arrayfs's own directory at the mount root, for derived
@@ -90,8 +91,8 @@ type Stats struct {
 	Dataset    string           `json:"dataset"`
 	Options    string           `json:"options"`
 	UptimeSecs float64          `json:"uptime_seconds"`
-	Pool       store.PoolStats  `json:"pool"`
-	Dirdb      store.DirdbStats `json:"dirdb"`
+	Pool       engine.PoolStats `json:"pool"`
+	Dirdb      dirdb.Stats      `json:"dirdb"`
 }
 
 func (n *statsNode) snapshot() []byte {
@@ -101,7 +102,7 @@ func (n *statsNode) snapshot() []byte {
 		Options:    n.fsys.opts.String(),
 		UptimeSecs: time.Since(n.fsys.started).Seconds(),
 		Pool:       n.fsys.ds.Pool().Stats(),
-		Dirdb:      n.fsys.ds.DirdbStats(),
+		Dirdb:      n.fsys.ds.Dirdb().Stats(),
 	}
 	b, _ := json.MarshalIndent(s, "", "  ")
 	return append(b, '\n')

@@ -7,7 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/daf"
+	"github.com/arrayfs/arrayfs/store/docarray"
 )
 
 var demoCommand = &command{
@@ -97,7 +98,7 @@ func writeDemoDataset(dir string) error {
 	for i := 0; i < cells*genes; i++ {
 		binary.LittleEndian.PutUint32(umis[4*i:], math.Float32bits(float32(i)*0.5))
 	}
-	if err := store.WriteDenseArray(dir, "cell,gene#UMIs", "float32", []int64{cells, genes}, umis); err != nil {
+	if err := daf.WriteDenseArray(dir, "cell,gene#UMIs", "float32", []int64{cells, genes}, umis); err != nil {
 		return err
 	}
 	age := make([]byte, 8*cells)
@@ -108,10 +109,10 @@ func writeDemoDataset(dir string) error {
 			doublet[i] = 1
 		}
 	}
-	if err := store.WriteDenseArray(dir, "cell#age", "int64", []int64{cells}, age); err != nil {
+	if err := daf.WriteDenseArray(dir, "cell#age", "int64", []int64{cells}, age); err != nil {
 		return err
 	}
-	if err := store.WriteDenseArray(dir, "cell#is_doublet", "bool", []int64{cells}, doublet); err != nil {
+	if err := daf.WriteDenseArray(dir, "cell#is_doublet", "bool", []int64{cells}, doublet); err != nil {
 		return err
 	}
 
@@ -129,7 +130,7 @@ func writeDemoDataset(dir string) error {
 		}
 		binary.LittleEndian.PutUint32(indptr[4*(i+1):], uint32(nnz))
 	}
-	if err := store.WriteSparseArray(dir, "cell,gene#sparse", cells, genes, "float32", "int32", data, indices, indptr); err != nil {
+	if err := daf.WriteSparseArray(dir, "cell,gene#sparse", cells, genes, "float32", "int32", data, indices, indptr); err != nil {
 		return err
 	}
 	if err := writeDemoDirdb(filepath.Join(dir, "db")); err != nil {
@@ -166,7 +167,7 @@ func writeDemoDocs(dir string) error {
 	keys := []string{"hello", "world", "a/b", "an-id-longer-than-thirty-six-characters-truncated"}
 	var docs [][]byte
 	for i, k := range keys {
-		docs = append(docs, store.TextDocument(k, fmt.Sprintf("demo document %d: %s", i, k)))
+		docs = append(docs, docarray.TextDocument(k, fmt.Sprintf("demo document %d: %s", i, k)))
 	}
-	return store.WriteDocStore(dir, store.DefaultKeyLength, keys, docs)
+	return docarray.WriteStore(dir, docarray.DefaultKeyLength, keys, docs)
 }

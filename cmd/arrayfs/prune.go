@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/arrayfs/arrayfs/store"
+	"github.com/arrayfs/arrayfs/store/docarray"
 )
 
 var pruneCommand = &command{
@@ -60,7 +61,7 @@ func runPrune(args []string) error {
 		return fmt.Errorf("%s: not a directory", path)
 	}
 	bar := newProgressBar(os.Stderr, path)
-	var stats store.PruneStats
+	var stats docarray.PruneStats
 	if mounted(path) {
 		stats, err = pruneThroughMount(path, bar)
 	} else {
@@ -88,7 +89,7 @@ func mounted(path string) bool {
 
 // pruneThroughMount asks the mount to prune the store (the write of the
 // prune attribute returns when it is done) and shows its progress.
-func pruneThroughMount(path string, bar *progressBar) (store.PruneStats, error) {
+func pruneThroughMount(path string, bar *progressBar) (docarray.PruneStats, error) {
 	done := make(chan error, 1)
 	go func() { done <- unix.Setxattr(path, xattrPrune, []byte("1"), 0) }()
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -98,7 +99,7 @@ func pruneThroughMount(path string, bar *progressBar) (store.PruneStats, error) 
 		select {
 		case err := <-done:
 			if err != nil {
-				return store.PruneStats{}, fmt.Errorf("%s: prune through the mount: %v (the mount's log says why)", path, err)
+				return docarray.PruneStats{}, fmt.Errorf("%s: prune through the mount: %v (the mount's log says why)", path, err)
 			}
 			return pruneResult(path)
 		case <-tick.C:
@@ -114,11 +115,11 @@ func pruneThroughMount(path string, bar *progressBar) (store.PruneStats, error) 
 	}
 }
 
-func pruneResult(path string) (store.PruneStats, error) {
+func pruneResult(path string) (docarray.PruneStats, error) {
 	buf := make([]byte, 4096)
 	n, err := unix.Getxattr(path, xattrPruneResult, buf)
 	if err != nil {
-		return store.PruneStats{}, fmt.Errorf("%s: pruned, but the mount gives no figures: %v", path, err)
+		return docarray.PruneStats{}, fmt.Errorf("%s: pruned, but the mount gives no figures: %v", path, err)
 	}
 	var r struct {
 		Documents   int     `json:"documents"`
@@ -127,9 +128,9 @@ func pruneResult(path string) (store.PruneStats, error) {
 		Seconds     float64 `json:"seconds"`
 	}
 	if err := json.Unmarshal(buf[:n], &r); err != nil {
-		return store.PruneStats{}, err
+		return docarray.PruneStats{}, err
 	}
-	return store.PruneStats{Documents: r.Documents, BytesBefore: r.BytesBefore, BytesAfter: r.BytesAfter,
+	return docarray.PruneStats{Documents: r.Documents, BytesBefore: r.BytesBefore, BytesAfter: r.BytesAfter,
 		Elapsed: time.Duration(r.Seconds * float64(time.Second))}, nil
 }
 
