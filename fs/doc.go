@@ -22,7 +22,6 @@ import (
 // pwrite and close) would otherwise deadlock both, in D state.
 type docNode struct {
 	node
-	noXattrs
 
 	mu sync.Mutex
 	// writer is the open handle holding changes not yet committed; its

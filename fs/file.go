@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"strings"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -175,6 +176,11 @@ func (n *fileNode) truncate(f gofs.FileHandle, size int64) syscall.Errno {
 }
 
 func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if strings.HasPrefix(attr, engine.XattrPrefix) {
+		if sz, errno, ok := getDerived(n.fsys.ds.Arrays().Xattrs(n.rel()), attr, dest); ok {
+			return sz, errno
+		}
+	}
 	if sz, errno, ok := n.pendingXattr(func(fd int) (int, error) { return unix.Fgetxattr(fd, attr, dest) }); ok {
 		return sz, errno
 	}
@@ -187,6 +193,9 @@ func (n *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint
 func (n *fileNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
+	}
+	if errno, ok := setDerived(n.fsys.ds.Arrays().Xattrs(n.rel()), attr, data); ok {
+		return errno
 	}
 	if _, errno, ok := n.pendingXattr(func(fd int) (int, error) { return 0, unix.Fsetxattr(fd, attr, data, int(flags)) }); ok {
 		return errno
@@ -204,12 +213,22 @@ func (n *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 	if _, errno := n.lstatOwn(); errno != 0 {
 		return 0, errno
 	}
+	if xs := n.fsys.ds.Arrays().Xattrs(n.rel()); len(xs) > 0 {
+		own, err := n.fsys.back.ListxattrAll(n.rel())
+		if err != nil {
+			return 0, gofs.ToErrno(err)
+		}
+		return listWithDerived(own, xs, dest)
+	}
 	return listxattr(n.fsys.back, n.rel(), dest)
 }
 
 func (n *fileNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
+	}
+	if errno, ok := setDerived(n.fsys.ds.Arrays().Xattrs(n.rel()), attr, nil); ok {
+		return errno
 	}
 	if _, errno, ok := n.pendingXattr(func(fd int) (int, error) { return 0, unix.Fremovexattr(fd, attr) }); ok {
 		return errno

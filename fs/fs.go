@@ -84,7 +84,9 @@ func (f *FS) MountOptions(mountpoint string) *gofs.Options {
 			// READDIRPLUS_AUTO: the kernel asks for attributes with a
 			// listing only when the reader then looks at them (ls -l,
 			// rsync), not for ls -f or find over a million documents.
-			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP | fuse.CAP_READDIRPLUS_AUTO,
+			// ASYNC_DIO: a large read of a DIRECT_IO file (a view) goes
+			// to the daemon as several requests at once.
+			ExtraCapabilities: fuse.CAP_DIRECT_IO_ALLOW_MMAP | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ASYNC_DIO,
 		},
 	}
 	if f.opts.CheckPermissions() {

@@ -49,12 +49,15 @@ func (n *dirNode) lookupReserved(ctx context.Context, out *fuse.EntryOut) (*gofs
 	return n.NewInode(ctx, r, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: reservedIno}), 0
 }
 
-func (n *reservedNode) fill(a *fuse.Attr) {
+func (n *reservedNode) fill(a *fuse.Attr) { fillOwnDir(a, n.fsys.started) }
+
+// fillOwnDir gives a directory of arrayfs's own (no backing file) its
+// attributes: read-only, the daemon's, as old as the mount.
+func fillOwnDir(a *fuse.Attr, started time.Time) {
 	a.Mode = syscall.S_IFDIR | 0o555
 	a.Nlink = 2
 	a.Owner = fuse.Owner{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
-	t := n.fsys.started
-	a.SetTimes(&t, &t, &t)
+	a.SetTimes(&started, &started, &started)
 }
 
 func (n *reservedNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -63,6 +66,9 @@ func (n *reservedNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse
 }
 
 func (n *reservedNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if name == viewsName {
+		return n.fsys.viewsRoot(ctx, n.EmbeddedInode(), out), 0
+	}
 	if name != statsName {
 		return nil, syscall.ENOENT
 	}
@@ -72,7 +78,10 @@ func (n *reservedNode) Lookup(ctx context.Context, name string, out *fuse.EntryO
 }
 
 func (n *reservedNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	return gofs.NewListDirStream([]fuse.DirEntry{{Name: statsName, Mode: syscall.S_IFREG, Ino: statsIno}}), 0
+	return gofs.NewListDirStream([]fuse.DirEntry{
+		{Name: statsName, Mode: syscall.S_IFREG, Ino: statsIno},
+		{Name: viewsName, Mode: syscall.S_IFDIR, Ino: viewIno("/")},
+	}), 0
 }
 
 // statsNode is /.arrayfs/stats.json: the mount's state, fresh at each open.
@@ -119,7 +128,7 @@ func (n *statsNode) fill(a *fuse.Attr) {
 
 func (n *statsNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fill(&out.Attr)
-	out.SetTimeout(0)
+	out.SetTimeout(viewTimeout)
 	return 0
 }
 

@@ -94,6 +94,21 @@ through = best(lambda: small_files(os.path.join(mnt, "docs")), 2)
 rows.append(("%d 1 KiB documents of a docarray store, open+read+close (direct: the same bytes as plain files)" % nsmall,
              "files/s", nsmall / direct, nsmall / through, direct / through))
 
+# Views: data.npy of the array (served from its mapping; every open of a
+# view reads through the daemon, as a first read does) against reading
+# the .array directly; embeddings.npy of a 100,000-document store
+# (generated from the documents) against the same N x D array as a plain
+# .npy on the backing file system.
+direct = best(lambda: read_seq(os.path.join(ds, big)))
+through = best(lambda: read_seq(os.path.join(mnt, ".arrayfs/views/cell,gene#X/data.npy")))
+rows.append(("data.npy view of the array, sequential read (1 MiB reads; direct: the .array)", "MB/s",
+             size / MB / direct, size / MB / through, direct / through))
+esize = os.path.getsize(os.path.join(ds, "embeddings-direct.npy"))
+direct = best(lambda: read_seq(os.path.join(ds, "embeddings-direct.npy")))
+through = best(lambda: read_seq(os.path.join(mnt, ".arrayfs/views/emb/embeddings.npy")))
+rows.append(("embeddings.npy of a 100,000-document store (direct: the same array as a plain .npy)", "MB/s",
+             esize / MB / direct, esize / MB / through, direct / through))
+
 version = subprocess.run([binary, "version"], capture_output=True, text=True).stdout.strip()
 print("Measured %s on %s (%s, %d CPUs), %s; best of 2-3 runs each, arrayfs and direct alternating."
       % (datetime.date.today().isoformat(), platform.node() or "this machine", platform.release(),

@@ -26,6 +26,10 @@ type Arrays struct {
 	// retired are old versions of array files kept open for a while
 	// after their replacement (retireGrace).
 	retired map[*ArrayFile]struct{}
+
+	// Caches of the views (views.go): axis names, Matrix Market indexes.
+	axes axisCache
+	mtx  mtxCache
 }
 
 var _ engine.Format = (*Arrays)(nil)

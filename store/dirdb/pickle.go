@@ -95,14 +95,16 @@ func (p *pickleScanner) read(n int) ([]byte, error) {
 
 func (p *pickleScanner) uint(n int) (uint64, error) {
 	b, err := p.read(n)
-	if err != nil {
-		return 0, err
-	}
+	return leUint(b), err
+}
+
+// leUint decodes a pickle's little-endian unsigned argument.
+func leUint(b []byte) uint64 {
 	var v uint64
-	for i := n - 1; i >= 0; i-- {
+	for i := len(b) - 1; i >= 0; i-- {
 		v = v<<8 | uint64(b[i])
 	}
-	return v, nil
+	return v
 }
 
 // line reads a protocol 0 argument: up to and without the newline.

@@ -92,6 +92,7 @@ func (s *Store) diskStateOf(key string) diskState {
 
 // touchKey records that the mount is about to change key. s.mu held.
 func (s *Store) touchKey(key string) {
+	s.changes++
 	t, ok := s.touched[key]
 	if !ok {
 		t.before = s.diskStateOf(key)

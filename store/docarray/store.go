@@ -124,7 +124,10 @@ type Store struct {
 	// gen counts the times the files were swapped or reloaded: offsets
 	// in body.bin are not versions across them. reloads counts only
 	// reloads after changes behind our back.
-	gen     uint64
+	gen uint64
+	// changes counts the mount's changes of documents (touchKey): with
+	// gen and reloads, the version of the whole-store views.
+	changes uint64
 	reloads uint64
 }
 

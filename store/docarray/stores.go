@@ -32,6 +32,8 @@ type Stores struct {
 	docs    map[string]*Store            // open ones, by directory
 	badDocs map[string][2]engine.FileSig // ones that cannot be served, by the signature of their files
 	notify  func(dirRel string, changes []Change)
+
+	wholes wholeCache // whole-store views (wholeviews.go)
 }
 
 var _ engine.Format = (*Stores)(nil)

@@ -488,6 +488,21 @@ func (b *Backing) Listxattr(rel string, dest []byte) (int, error) {
 	return n, err
 }
 
+// ListxattrAll is the whole NUL-separated list of rel's attribute names.
+func (b *Backing) ListxattrAll(rel string) ([]byte, error) {
+	for {
+		n, err := b.Listxattr(rel, nil)
+		if err != nil || n == 0 {
+			return nil, err
+		}
+		buf := make([]byte, n)
+		n, err = b.Listxattr(rel, buf)
+		if err != unix.ERANGE {
+			return buf[:n], err
+		}
+	}
+}
+
 // Setxattr sets attribute attr of rel.
 func (b *Backing) Setxattr(rel, attr string, data []byte, flags int) error {
 	return b.xattrCall(rel, func(p string) error { return unix.Lsetxattr(p, attr, data, flags) })
