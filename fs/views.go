@@ -246,12 +246,9 @@ var (
 func (h *viewFileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if sc, ok := h.c.(engine.SplicedContent); ok && h.w == nil {
-		n := int(min(int64(len(dest)), h.c.Size()-off))
-		if fd, foff, ok := sc.FileRange(off, n); ok && n > 0 {
-			return fuse.ReadResultFd(fd, foff, n), 0
-		}
-	}
+	// A slice of the mapping, not a splice from the file: splicing a
+	// page-cache file copies it into the pipe first (Linux 6.x), and
+	// measured slower here (2.9-3.3 GB/s against 3.2-3.5 for 1 MiB reads).
 	v, err := h.c.View(off, len(dest))
 	if err != nil {
 		return nil, h.fsys.errno(err)

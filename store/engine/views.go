@@ -111,21 +111,6 @@ type ViewSource interface {
 	View(off int64, n int) View
 }
 
-// A FileSource is a ViewSource that is a file, whose bytes the file
-// system may splice to the kernel instead of copying them.
-type FileSource interface {
-	ViewSource
-	// Fd is the open file; valid while the source is held.
-	Fd() uintptr
-}
-
-// A SplicedContent can answer some reads with a range of a file: the
-// kernel moves the pages, no copy.
-type SplicedContent interface {
-	// FileRange is where [off, off+n) is in a file, when it all is.
-	FileRange(off int64, n int) (fd uintptr, fileOff int64, ok bool)
-}
-
 // HeadedContent is a header made in memory followed by a range of a
 // ViewSource: a .npy of mapped data. Reads past the header are slices of
 // the mapping (no copy); one that straddles the header and the data is
@@ -167,16 +152,6 @@ func (c *HeadedContent) View(off int64, n int) (View, error) {
 	copy(buf[k:], v.Bytes)
 	v.Release()
 	return View{Bytes: buf}, nil
-}
-
-// FileRange: a read of the data part, when the source is a file.
-func (c *HeadedContent) FileRange(off int64, n int) (uintptr, int64, bool) {
-	f, ok := c.Src.(FileSource)
-	h := int64(len(c.Head))
-	if !ok || off < h || off+int64(n) > c.Size() {
-		return 0, 0, false
-	}
-	return f.Fd(), c.SrcOff + off - h, true
 }
 
 // Release calls the release function given.
