@@ -75,9 +75,19 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 			n.fresh.add(ctx, h)
 			return h, fuse.FOPEN_DIRECT_IO, 0
 		}
-		// arrayfs is the only writer, so cached pages stay valid
-		// across opens; a replacement is a new inode, looked up anew.
-		// (DIRECT_IO while the node has a passthrough handle open.)
+		// On a read-only mount a reader is passed through to the data
+		// file (the kernel reads it itself: arrayPassthrough). Not on
+		// a read-write one: while an inode is open in passthrough, the
+		// kernel refuses any open of it that is not (fs/fuse/iomode.c),
+		// and a writer must not pass through (its writes are the
+		// pool's, held to the yaml's size).
+		if n.fsys.readOnly() && n.modes.openPlain() {
+			return &arrayPassthrough{h}, 0, 0
+		}
+		// Otherwise the page cache: arrayfs is the only writer, so
+		// cached pages stay valid across opens; a replacement is a new
+		// inode, looked up anew. (DIRECT_IO while the node has a
+		// passthrough handle open.)
 		if !n.modes.openCached() {
 			return h, fuse.FOPEN_DIRECT_IO, 0
 		}

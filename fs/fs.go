@@ -30,6 +30,13 @@ type FS struct {
 	logf    func(format string, args ...any)
 	started time.Time
 	prunes  pruneState
+	// reads counts the READ requests the daemon served, by kind of
+	// file (stats.json): what passthrough and the page cache spare it.
+	reads readCounts
+}
+
+type readCounts struct {
+	array, view atomic.Int64
 }
 
 // New builds the node tree for ds.

@@ -90,6 +90,7 @@ func (h *arrayHandle) file() (*daf.ArrayFile, *engine.Stage) {
 }
 
 func (h *arrayHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.fsys.reads.array.Add(1)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stage == nil {
@@ -242,6 +243,27 @@ func (h *arrayHandle) Release(ctx context.Context) syscall.Errno {
 	}
 	a.Release()
 	return 0
+}
+
+// arrayPassthrough is an array data file open for reading that the
+// kernel reads from the backing file itself (FUSE passthrough): the file
+// is byte-identical to it, and every write arrayfs makes to it is a
+// pwrite of that same file, which the reader sees as it lands. Writers
+// never pass through (their writes are counted in the pool and held to
+// the yaml's size), so this is a type of its own: go-fuse passes through
+// every handle of a node whose type can, once one did.
+type arrayPassthrough struct{ *arrayHandle }
+
+var _ gofs.FilePassthroughFder = (*arrayPassthrough)(nil)
+
+func (h *arrayPassthrough) PassthroughFd() (int, bool) {
+	a, _ := h.file()
+	return int(a.Fd()), true
+}
+
+func (h *arrayPassthrough) Release(ctx context.Context) syscall.Errno {
+	h.node.modes.closed(true)
+	return h.arrayHandle.Release(ctx)
 }
 
 func refusedSize(size, want int64) string {

@@ -102,6 +102,11 @@ type Stats struct {
 	UptimeSecs float64          `json:"uptime_seconds"`
 	Pool       engine.PoolStats `json:"pool"`
 	Dirdb      dirdb.Stats      `json:"dirdb"`
+	// Reads are the READ requests the daemon served.
+	Reads struct {
+		Array int64 `json:"array"` // of array data files (none when passed through)
+		View  int64 `json:"view"`  // of /.arrayfs/views files
+	} `json:"reads"`
 }
 
 func (n *statsNode) snapshot() []byte {
@@ -113,6 +118,7 @@ func (n *statsNode) snapshot() []byte {
 		Pool:       n.fsys.ds.Pool().Stats(),
 		Dirdb:      n.fsys.ds.Dirdb().Stats(),
 	}
+	s.Reads.Array, s.Reads.View = n.fsys.reads.array.Load(), n.fsys.reads.view.Load()
 	b, _ := json.MarshalIndent(s, "", "  ")
 	return append(b, '\n')
 }

@@ -244,6 +244,7 @@ var (
 )
 
 func (h *viewFileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.fsys.reads.view.Add(1)
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	// A slice of the mapping, not a splice from the file: splicing a

@@ -357,3 +357,45 @@ func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+// TestArrayReadersPassThroughOnReadOnlyMounts: on a read-only mount the
+// kernel reads an array's data file itself (FUSE passthrough): read(),
+// numpy's memmap and a view all show the file's bytes, and the daemon
+// serves no READ of the data file. A read-write mount serves them (a
+// writer may open the file at any time, and the kernel refuses a
+// non-passthrough open of an inode open in passthrough).
+func TestArrayReadersPassThroughOnReadOnlyMounts(t *testing.T) {
+	// Passthrough needs CAP_SYS_ADMIN in the daemon; elsewhere the
+	// daemon serves the reads (and the bytes must be the same).
+	root := os.Geteuid() == 0
+	ds := fixture(t, "daf/arrays")
+	want := mustRead(t, filepath.Join(ds, "cell,gene#X.array"))
+	for _, c := range []struct {
+		opt         string
+		passthrough bool
+	}{{"ro", root}, {"rw", false}} {
+		m := mount(t, ds, c.opt)
+		if got := mustRead(t, m.Path("cell,gene#X.array")); !bytes.Equal(got, want) {
+			t.Fatalf("%s: read differs from the backing file", c.opt)
+		}
+		out := pyRun(t, `
+import numpy as np, sys
+a = np.memmap(sys.argv[1], dtype='<f4', mode='r', shape=(1000, 64))
+b = np.fromfile(sys.argv[2], dtype='<f4').reshape(1000, 64)
+print((a == b).all())
+`, m.Path("cell,gene#X.array"), filepath.Join(ds, "cell,gene#X.array"))
+		if strings.TrimSpace(out) != "True" {
+			t.Fatalf("%s: numpy memmap through the mount differs: %s", c.opt, out)
+		}
+		var st struct {
+			Reads struct{ Array int64 } `json:"reads"`
+		}
+		if err := json.Unmarshal(mustRead(t, m.Path(".arrayfs/stats.json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Reads.Array == 0; got != c.passthrough {
+			t.Errorf("%s: the daemon served %d READs of the array, passthrough wanted: %v", c.opt, st.Reads.Array, c.passthrough)
+		}
+		m.Unmount()
+	}
+}

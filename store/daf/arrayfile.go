@@ -60,6 +60,10 @@ func (a *ArrayFile) Size() int64 { return a.size }
 // View returns the bytes [off, off+n) of the file, pinned; release it.
 func (a *ArrayFile) View(off int64, n int) engine.View { return a.backing.Load().m.View(off, n) }
 
+// Fd is the open data file, valid while the ArrayFile is referenced
+// (the file system passes it through to the kernel for readers).
+func (a *ArrayFile) Fd() uintptr { return a.backing.Load().file.Fd() }
+
 // ReadAt copies bytes of the file (for callers that cannot hold a view).
 func (a *ArrayFile) ReadAt(p []byte, off int64) (int, error) {
 	return a.backing.Load().m.ReadAt(p, off)
