@@ -93,6 +93,27 @@ func appendKey(dst, rec []byte, k int) []byte {
 	return dst
 }
 
+// appendValidKey is appendKey and keyProblem in one pass: the key of rec
+// as UTF-8, and whether it is valid UTF-32.
+func appendValidKey(dst, rec []byte, k int) ([]byte, bool) {
+	n := k
+	for n > 0 && binary.LittleEndian.Uint32(rec[4*(n-1):]) == 0 {
+		n--
+	}
+	for i := 0; i < n; i++ {
+		c := binary.LittleEndian.Uint32(rec[4*i:])
+		switch {
+		case c < utf8.RuneSelf:
+			dst = append(dst, byte(c))
+		case c > utf8.MaxRune || (c >= 0xD800 && c <= 0xDFFF):
+			return dst, false
+		default:
+			dst = utf8.AppendRune(dst, rune(c))
+		}
+	}
+	return dst, true
+}
+
 // encodeRecord writes a whole record into dst (docRecordSize(k) bytes):
 // the key's first k code points, zero-padded, then p, r, end.
 func encodeRecord(dst []byte, key string, k int, rr rawRecord) {
@@ -196,6 +217,11 @@ func recordProblem(rec []byte, k int, bodySize int64) string {
 	if p := keyProblem(rec, k); p != "" {
 		return p
 	}
+	return offsetProblem(rec, k, bodySize)
+}
+
+// offsetProblem is recordProblem of a record whose key is valid.
+func offsetProblem(rec []byte, k int, bodySize int64) string {
 	rr := readRawRecord(rec, k)
 	switch {
 	case rr.tombstone():

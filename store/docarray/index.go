@@ -2,7 +2,8 @@ package docarray
 
 import (
 	"fmt"
-	"hash/maphash"
+	"runtime"
+	"sync"
 )
 
 // The in-memory index of header.bin: its records parsed into slots, and
@@ -10,6 +11,14 @@ import (
 // from the header when needed).
 
 // loadIndex parses header.bin into the slots and the key map.
+//
+// A million records take a fraction of a second: the records are parsed
+// and their keys hashed by one worker per CPU, each over its own range;
+// then the live records, sorted by hash (a radix sort, stable, so in
+// record order within a hash), are taken in order. Equal keys can only
+// be neighbours there, so duplicates and hash collisions are found
+// without a lookup per record, and the key map is filled by
+// assignments alone.
 func (s *Store) loadIndex() error {
 	n := int(s.sigs[0].Size / int64(s.rs))
 	s.nrec = n
@@ -19,7 +28,6 @@ func (s *Store) loadIndex() error {
 			HeaderName, s.sigs[0].Size, s.rs, s.k, s.sigs[0].Size%int64(s.rs)))
 	}
 	s.slots = make([]slot, n)
-	s.byHash = make(map[uint64]int32, n)
 	s.collide = map[string]int32{}
 	s.ext = map[int32]*docExtra{}
 	s.inoOwner = map[uint64]int32{}
@@ -31,56 +39,54 @@ func (s *Store) loadIndex() error {
 	s.hashed = map[string]string{}
 	s.metaDirty = map[string]bool{}
 	s.live = 0
-	var bad []string
-	nbad := 0
-	var kbuf []byte
-	err := s.scanRecords(0, n, func(i int, rec []byte) {
-		if p := recordProblem(rec, s.k, s.bodySize); p != "" {
-			s.slots[i].flags = fBad
-			nbad++
-			if len(bad) < 3 {
-				bad = append(bad, fmt.Sprintf("record %d: %s", i, p))
-			}
-			return
-		}
-		rr := readRawRecord(rec, s.k)
-		if rr.tombstone() {
-			return
-		}
-		l := rr.loc()
-		kbuf = appendKey(kbuf[:0], rec, s.k)
-		h := maphash.Bytes(s.seed, kbuf)
-		sl := &s.slots[i]
-		sl.start, sl.size = l.start, l.size
-		j, seen := s.byHash[h]
-		if seen && s.diskKey(j) != string(kbuf) {
-			j, seen = s.collide[string(kbuf)]
-			if !seen {
-				s.collide[string(kbuf)] = int32(i)
-			}
-		}
-		if seen {
-			// A duplicate key: the later record's bytes, at the
-			// earlier position, as the original reads it.
-			main := &s.slots[j]
-			main.start, main.size = l.start, l.size
-			sl.flags = fShadow | fRecLive | fKeyDisk
-			s.dups[j] = append(s.dups[j], int32(i))
-			return
-		}
-		if _, c := s.collide[string(kbuf)]; !c {
-			s.byHash[h] = int32(i)
-		}
-		sl.flags = fLive | fWritten | fRecLive | fKeyDisk
-		s.live++
-		if len(kbuf) > 85 {
-			if name := NameOfKey(string(kbuf)); isHashedName(name) {
-				s.hashed[name] = string(kbuf)
-			}
-		}
-	})
+
+	parts, err := s.scanIndexParts(n)
 	if err != nil {
 		return err
+	}
+	total := 0
+	for _, p := range parts {
+		total += len(p.live)
+	}
+	live := make([]hashedRecord, 0, total)
+	var bad []string
+	nbad := 0
+	long := map[int32]string{}
+	for _, p := range parts {
+		live = append(live, p.live...)
+		nbad += p.nbad
+		bad = append(bad, p.bad...)
+		for i, k := range p.long {
+			long[i] = k
+		}
+	}
+	if len(bad) > 3 {
+		bad = bad[:3]
+	}
+	sortByHash(live)
+	s.byHash = newKeyTable(len(live))
+	for g := 0; g < len(live); {
+		e := g + 1
+		for e < len(live) && live[e].h == live[g].h {
+			e++
+		}
+		if e == g+1 {
+			// A hash of one record: a key of its own.
+			i := live[g].i
+			s.byHash.put(live[g].h, i)
+			s.slots[i].flags = fLive | fWritten | fRecLive | fKeyDisk
+			s.live++
+		} else {
+			s.indexGroup(live[g:e])
+		}
+		g = e
+	}
+	for i, key := range long {
+		if s.slots[i].flags&fShadow == 0 {
+			if name := NameOfKey(key); isHashedName(name) {
+				s.hashed[name] = key
+			}
+		}
 	}
 	if nbad > 0 {
 		s.report(fmt.Sprintf("%d header records cannot be served and are skipped (the others are served): %v", nbad, bad))
@@ -89,6 +95,142 @@ func (s *Store) loadIndex() error {
 		s.report(fmt.Sprintf("%d keys have duplicate records: the later record's bytes are served at the earlier position, as docarray does", len(s.dups)))
 	}
 	return nil
+}
+
+// indexGroup indexes live records of one hash, in record order: the
+// first record of each key is its document; a later record of the same
+// key is a duplicate, whose bytes the original serves at the first one's
+// position; a second key of the hash goes to collide.
+func (s *Store) indexGroup(g []hashedRecord) {
+	first := map[string]int32{} // key → its first record
+	for _, r := range g {
+		key := s.diskKey(r.i)
+		sl := &s.slots[r.i]
+		if j, seen := first[key]; seen {
+			main := &s.slots[j]
+			main.start, main.size = sl.start, sl.size
+			sl.flags = fShadow | fRecLive | fKeyDisk
+			s.dups[j] = append(s.dups[j], r.i)
+			continue
+		}
+		first[key] = r.i
+		if len(first) == 1 {
+			s.byHash.put(r.h, r.i)
+		} else {
+			s.collide[key] = r.i
+		}
+		sl.flags = fLive | fWritten | fRecLive | fKeyDisk
+		s.live++
+	}
+}
+
+// hashedRecord is a live record and its key's hash.
+type hashedRecord struct {
+	h uint64
+	i int32
+}
+
+// indexPart is what one worker of loadIndex found in its records.
+type indexPart struct {
+	live []hashedRecord
+	nbad int
+	bad  []string
+	long map[int32]string // keys long enough to be hashed names
+}
+
+// scanIndexParts parses records [0, n) into s.slots, one range per CPU.
+func (s *Store) scanIndexParts(n int) ([]indexPart, error) {
+	workers := min(runtime.GOMAXPROCS(0), max(1, n/65536))
+	parts := make([]indexPart, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		from, to := n*w/workers, n*(w+1)/workers
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := &parts[w]
+			p.live = make([]hashedRecord, 0, to-from)
+			p.long = map[int32]string{}
+			var kbuf []byte
+			errs[w] = s.scanRecords(from, to, func(i int, rec []byte) {
+				var ok bool
+				var pr string
+				if kbuf, ok = appendValidKey(kbuf[:0], rec, s.k); !ok {
+					pr = keyProblem(rec, s.k)
+				} else {
+					pr = offsetProblem(rec, s.k, s.bodySize)
+				}
+				if pr != "" {
+					s.slots[i].flags = fBad
+					p.nbad++
+					if len(p.bad) < 3 {
+						p.bad = append(p.bad, fmt.Sprintf("record %d: %s", i, pr))
+					}
+					return
+				}
+				rr := readRawRecord(rec, s.k)
+				if rr.tombstone() {
+					return
+				}
+				l := rr.loc()
+				s.slots[i].start, s.slots[i].size = l.start, l.size
+				p.live = append(p.live, hashedRecord{hashOfKey(s.seed, kbuf), int32(i)})
+				if len(kbuf) > 85 {
+					p.long[int32(i)] = string(kbuf)
+				}
+			})
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return parts, nil
+}
+
+// sortByHash sorts records by hash, stably: records of one hash stay in
+// record order. An LSD radix sort of the top 32 bits (two passes of 16),
+// then an insertion sort of each run of one top half (a million random
+// hashes have about a hundred such runs of two).
+func sortByHash(a []hashedRecord) {
+	if len(a) < 2 {
+		return
+	}
+	tmp := make([]hashedRecord, len(a))
+	var count [1 << 16]int
+	for shift := uint(32); shift < 64; shift += 16 {
+		clear(count[:])
+		for _, r := range a {
+			count[(r.h>>shift)&0xffff]++
+		}
+		sum := 0
+		for d, c := range count {
+			count[d] = sum
+			sum += c
+		}
+		for _, r := range a {
+			d := (r.h >> shift) & 0xffff
+			tmp[count[d]] = r
+			count[d]++
+		}
+		a, tmp = tmp, a
+	}
+	// Two passes: the sorted records are back in the caller's slice.
+	for g := 0; g < len(a); {
+		e := g + 1
+		for e < len(a) && a[e].h>>32 == a[g].h>>32 {
+			e++
+		}
+		for j := g + 1; j < e; j++ {
+			for k := j; k > g && a[k-1].h > a[k].h; k-- {
+				a[k-1], a[k] = a[k], a[k-1]
+			}
+		}
+		g = e
+	}
 }
 
 // scanRecords calls f for records [from, to) of header.bin, read in
@@ -136,7 +278,7 @@ func (s *Store) keyOf(i int32) string {
 
 // find returns the slot of the live document key, or -1.
 func (s *Store) find(key string) int32 {
-	if i, ok := s.byHash[maphash.String(s.seed, key)]; ok && s.keyOf(i) == key {
+	if i, ok := s.byHash.get(hashOfKeyString(s.seed, key)); ok && s.keyOf(i) == key {
 		return i
 	}
 	if i, ok := s.collide[key]; ok {
@@ -146,11 +288,11 @@ func (s *Store) find(key string) int32 {
 }
 
 func (s *Store) indexKey(key string, i int32) {
-	h := maphash.String(s.seed, key)
-	if _, taken := s.byHash[h]; taken {
+	h := hashOfKeyString(s.seed, key)
+	if s.byHash.has(h) {
 		s.collide[key] = i
 	} else {
-		s.byHash[h] = i
+		s.byHash.put(h, i)
 	}
 	if len(key) > 85 {
 		if name := NameOfKey(key); isHashedName(name) {
@@ -160,9 +302,9 @@ func (s *Store) indexKey(key string, i int32) {
 }
 
 func (s *Store) unindexKey(key string, i int32) {
-	h := maphash.String(s.seed, key)
-	if j, ok := s.byHash[h]; ok && j == i {
-		delete(s.byHash, h)
+	h := hashOfKeyString(s.seed, key)
+	if j, ok := s.byHash.get(h); ok && j == i {
+		s.byHash.del(h)
 	} else {
 		delete(s.collide, key)
 	}

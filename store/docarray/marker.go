@@ -203,7 +203,7 @@ func (s *Store) relocate(docs []liveDoc) {
 		ext[to] = x
 	}
 	s.slots, s.ext = slots, ext
-	s.byHash = make(map[uint64]int32, len(docs))
+	s.byHash = newKeyTable(len(docs))
 	s.collide, s.hashed, s.inoOwner = map[string]int32{}, map[string]string{}, map[uint64]int32{}
 	s.dups = map[int32][]int32{}
 	clear(s.recDirty)

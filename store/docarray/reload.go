@@ -2,7 +2,6 @@ package docarray
 
 import (
 	"fmt"
-	"hash/maphash"
 	"os"
 	"sort"
 	"time"
@@ -104,7 +103,7 @@ func (s *Store) reloadLocked(now [2]engine.FileSig) ([]Change, error) {
 		if i, ok := oldCollide[key]; ok {
 			return i, true
 		}
-		i, ok := oldByHash[maphash.String(s.seed, key)]
+		i, ok := oldByHash.get(hashOfKeyString(s.seed, key))
 		return i, ok
 	}
 	// What documents carry over, in store order.

@@ -73,7 +73,7 @@ type Store struct {
 	bodySize int64 // the append position: always the end of body.bin
 
 	slots    []slot
-	byHash   map[uint64]int32
+	byHash   *keyTable
 	collide  map[string]int32
 	ext      map[int32]*docExtra
 	inoOwner map[uint64]int32 // inode numbers that are not their key's default
