@@ -157,6 +157,7 @@ func (n *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if errno := n.rmStore(name); errno != 0 {
 		return errno
 	}
+	defer n.fsys.viewsChanged(n.rel())
 	n.fsys.ds.Dirdb().BeforeRmdir(n.childRel(name))
 	return gofs.ToErrno(n.fsys.back.Rmdir(n.childRel(name)))
 }
@@ -255,6 +256,7 @@ func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if n.hidden(name) {
 		return syscall.ENOENT
 	}
+	defer n.fsys.viewsChanged(n.rel())
 	if s := n.docStore(); s != nil {
 		return n.storeUnlink(s, name)
 	}
@@ -276,6 +278,8 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if n.hidden(name) || dst.hidden(newName) {
 		return syscall.ENOENT
 	}
+	defer n.fsys.viewsChanged(n.rel())
+	defer n.fsys.viewsChanged(dst.rel())
 	src, dstS := n.docStore(), dst.docStore()
 	if src != nil || dstS != nil || newName == docarray.MarkerName {
 		return n.storeRename(src, name, dst, dstS, newName, flags)

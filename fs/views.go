@@ -345,3 +345,26 @@ func splitRel(rel string) []string {
 	}
 	return strings.Split(rel, "/")
 }
+
+// viewsChanged drops the kernel's names under /.arrayfs/views/<dirRel>:
+// an item of that directory went away or was renamed, and the kernel
+// may keep a view's name for up to a clock tick past its (nanosecond)
+// timeout. Only names the kernel has looked up are in the tree.
+func (f *FS) viewsChanged(dirRel string) {
+	in := f.root.EmbeddedInode().GetChild(reservedDir)
+	if in != nil {
+		in = in.GetChild(viewsName)
+	}
+	for _, name := range splitRel(dirRel) {
+		if in == nil {
+			return
+		}
+		in = in.GetChild(name)
+	}
+	if in == nil {
+		return
+	}
+	for name := range in.Children() {
+		go in.NotifyEntry(name)
+	}
+}

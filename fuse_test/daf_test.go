@@ -221,17 +221,26 @@ func TestDafRefusedWritesLeaveContentIntact(t *testing.T) {
 	}
 }
 
-// The pool holds dirty chunks until SIGTERM writes them back.
+// The pool holds dirty chunks until a write-back point (the close of the
+// file, SIGTERM) writes them back.
 func TestDafSigtermWritesBack(t *testing.T) {
 	ds := fixture(t, "daf/arrays")
 	m := mount(t, ds, "writeback=0")
 	payload := bytes.Repeat([]byte{0xAB}, 200000)
-	src := filepath.Join(t.TempDir(), "payload")
-	os.WriteFile(src, payload, 0o644)
-	run(t, "dd", "if="+src, "of="+m.Path("cell,gene#X.array"), "bs=64k", "seek=0", "conv=notrunc", "status=none")
+	// The pool is looked at while the file is open: the close of its
+	// last handle writes it back (in the background, which would race
+	// with the look).
+	f, err := os.OpenFile(m.Path("cell,gene#X.array"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(payload, 0); err != nil {
+		t.Fatal(err)
+	}
 	if s := m.stats(); s.Pool.Units == 0 {
 		t.Fatalf("no dirty units in the pool after a write: %+v", s.Pool)
 	}
+	f.Close()
 	m.Signal(syscall.SIGTERM)
 	if !regexp.MustCompile(`everything written back \([1-9][0-9]* units`).MatchString(readFile(m.Log)) {
 		t.Fatalf("the daemon did not write back its units at SIGTERM:\n%s", readFile(m.Log))
