@@ -108,3 +108,56 @@ func TestDocUntouchedMtimeAndLocks(t *testing.T) {
 	}
 	m.Unmount()
 }
+
+// TestSavedIndexBesideTheStore: the first open of a store saves its
+// index beside it (.arrayfs-docindex), which the next mount reads; the
+// mount never shows it, rsync does not copy it, and the original
+// DocumentArrayMemmap is unbothered by it.
+func TestSavedIndexBesideTheStore(t *testing.T) {
+	requireFUSE(t)
+	ds := filepath.Join(t.TempDir(), "ds")
+	run(t, "mkdir", ds)
+	run(t, "cp", "-r", fixturePath(t, "docarray/store"), filepath.Join(ds, "docs"))
+	run(t, "chmod", "-R", "u+w", ds)
+	// An index is saved only of a header.bin older than the racy window.
+	time.Sleep(2100 * time.Millisecond)
+	m := mount(t, ds)
+	want := mustRead(t, m.Path("docs/doc-000"))
+	index := m.Backing("docs/.arrayfs-docindex")
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(index); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(index); err != nil {
+		t.Fatalf("no saved index after the first open: %v", err)
+	}
+	m.Unmount()
+
+	m = mount(t, ds)
+	if ls := run(t, "ls", "-a", m.Path("docs")); strings.Contains(ls, ".arrayfs-docindex") {
+		t.Fatalf("the mount shows the saved index:\n%s", ls)
+	}
+	if _, err := os.Stat(m.Path("docs/.arrayfs-docindex")); err == nil {
+		t.Fatal("the saved index can be looked up through the mount")
+	}
+	if got := mustRead(t, m.Path("docs/doc-000")); !bytes.Equal(got, want) {
+		t.Fatal("a document read through the saved index differs")
+	}
+	dst := filepath.Join(t.TempDir(), "copy")
+	run(t, "rsync", "-a", m.Dir+"/", dst+"/")
+	if _, err := os.Stat(filepath.Join(dst, "docs/.arrayfs-docindex")); err == nil {
+		t.Fatal("rsync copied the saved index")
+	}
+	m.Unmount()
+	out := pyOriginal(t, `
+import sys
+from docarray.memmap import DocumentArrayMemmap
+dam = DocumentArrayMemmap(sys.argv[1])
+print(len(dam), dam['doc-000'].text)
+`, filepath.Join(ds, "docs"))
+	if !strings.HasPrefix(out, "39 hello world #0") {
+		t.Fatalf("the original reads: %q", out)
+	}
+}

@@ -21,25 +21,8 @@ import (
 // assignments alone.
 func (s *Store) loadIndex() error {
 	n := int(s.sigs[0].Size / int64(s.rs))
-	s.nrec = n
-	s.headerTrailing = s.sigs[0].Size%int64(s.rs) != 0
-	if s.headerTrailing {
-		s.report(fmt.Sprintf("%s is %d bytes, not a whole number of %d-byte records (key_length %d): the trailing %d bytes (a record torn by a crash) are ignored, and cut at the next write-back",
-			HeaderName, s.sigs[0].Size, s.rs, s.k, s.sigs[0].Size%int64(s.rs)))
-	}
-	s.slots = make([]slot, n)
-	s.collide = map[string]int32{}
-	s.ext = map[int32]*docExtra{}
-	s.inoOwner = map[uint64]int32{}
-	s.dups = map[int32][]int32{}
-	s.recDirty = map[int32]struct{}{}
-	if s.creating == nil {
-		s.creating = map[string]*newDoc{}
-	}
-	s.hashed = map[string]string{}
-	s.metaDirty = map[string]bool{}
-	s.live = 0
-
+	s.initIndex(n)
+	s.indexLoaded = false
 	parts, err := s.scanIndexParts(n)
 	if err != nil {
 		return err
@@ -63,6 +46,7 @@ func (s *Store) loadIndex() error {
 	if len(bad) > 3 {
 		bad = bad[:3]
 	}
+	s.indexBad, s.indexBadMsgs = nbad, bad
 	sortByHash(live)
 	s.byHash = newKeyTable(len(live))
 	for g := 0; g < len(live); {
@@ -88,13 +72,40 @@ func (s *Store) loadIndex() error {
 			}
 		}
 	}
-	if nbad > 0 {
-		s.report(fmt.Sprintf("%d header records cannot be served and are skipped (the others are served): %v", nbad, bad))
+	s.reportIndex()
+	return nil
+}
+
+// initIndex empties the index for a header of n records.
+func (s *Store) initIndex(n int) {
+	s.nrec = n
+	s.headerTrailing = s.sigs[0].Size%int64(s.rs) != 0
+	if s.headerTrailing {
+		s.report(fmt.Sprintf("%s is %d bytes, not a whole number of %d-byte records (key_length %d): the trailing %d bytes (a record torn by a crash) are ignored, and cut at the next write-back",
+			HeaderName, s.sigs[0].Size, s.rs, s.k, s.sigs[0].Size%int64(s.rs)))
+	}
+	s.slots = make([]slot, n)
+	s.collide = map[string]int32{}
+	s.ext = map[int32]*docExtra{}
+	s.inoOwner = map[uint64]int32{}
+	s.dups = map[int32][]int32{}
+	s.recDirty = map[int32]struct{}{}
+	if s.creating == nil {
+		s.creating = map[string]*newDoc{}
+	}
+	s.hashed = map[string]string{}
+	s.metaDirty = map[string]bool{}
+	s.live = 0
+}
+
+// reportIndex logs what the index found wrong in the header.
+func (s *Store) reportIndex() {
+	if s.indexBad > 0 {
+		s.report(fmt.Sprintf("%d header records cannot be served and are skipped (the others are served): %v", s.indexBad, s.indexBadMsgs))
 	}
 	if len(s.dups) > 0 {
 		s.report(fmt.Sprintf("%d keys have duplicate records: the later record's bytes are served at the earlier position, as docarray does", len(s.dups)))
 	}
-	return nil
 }
 
 // indexGroup indexes live records of one hash, in record order: the

@@ -1,8 +1,9 @@
 package docarray
 
 import (
-	"hash/maphash"
+	"encoding/binary"
 	"math/bits"
+	"unsafe"
 )
 
 // keyTable maps the hash of a live key to its slot: what Go's map did,
@@ -20,19 +21,35 @@ type keyTable struct {
 	shift uint // home of h: h >> shift
 }
 
-// hashOfKey is the hash of a key's UTF-8 bytes under seed, never 0.
-func hashOfKey(seed maphash.Seed, key []byte) uint64 {
-	if h := maphash.Bytes(seed, key); h != 0 {
-		return h
+// hashOfKey is the hash of a key's UTF-8 bytes under seed, never 0. It
+// is a hash of arrayfs's own, not maphash, so that an index saved by one
+// process (indexfile.go) is valid in another: the seed is saved with it,
+// and is random per store, so that keys cannot be chosen to collide.
+func hashOfKey(seed uint64, key []byte) uint64 {
+	h := seed ^ uint64(len(key))*0x9e3779b97f4a7c15
+	for len(key) >= 8 {
+		h = foldMul(h^binary.LittleEndian.Uint64(key), 0xbf58476d1ce4e5b9)
+		key = key[8:]
 	}
-	return 1
+	var t uint64
+	for i, c := range key {
+		t |= uint64(c) << (8 * i)
+	}
+	h = foldMul(h^t^0xff51afd7ed558ccd, 0x94d049bb133111eb)
+	if h == 0 {
+		return 1
+	}
+	return h
 }
 
-func hashOfKeyString(seed maphash.Seed, key string) uint64 {
-	if h := maphash.String(seed, key); h != 0 {
-		return h
-	}
-	return 1
+func hashOfKeyString(seed uint64, key string) uint64 {
+	return hashOfKey(seed, unsafe.Slice(unsafe.StringData(key), len(key)))
+}
+
+// foldMul mixes x by a 128-bit product folded to 64 bits.
+func foldMul(x, m uint64) uint64 {
+	hi, lo := bits.Mul64(x, m)
+	return hi ^ lo
 }
 
 // newKeyTable is a table sized for n keys.

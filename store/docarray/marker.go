@@ -357,7 +357,7 @@ func (d *Stores) Create(dirRel string, marker []byte, meta Meta, skip string) (*
 	}
 	var docs []imported
 	for _, name := range names {
-		if name == skip || engine.IsStageName(name) || name == MetaName {
+		if name == skip || engine.IsStageName(name) || name == MetaName || name == IndexName {
 			continue
 		}
 		st, err := d.back.Lstat(filepath.Join(dirRel, name))

@@ -264,7 +264,7 @@ func (s *Store) otherEntries() ([]string, error) {
 	}
 	var out []string
 	for _, n := range names {
-		if n == HeaderName || n == BodyName || n == MetaName || engine.IsStageName(n) {
+		if n == HeaderName || n == BodyName || n == MetaName || n == IndexName || engine.IsStageName(n) {
 			continue
 		}
 		var st unix.Stat_t

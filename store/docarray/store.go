@@ -2,7 +2,7 @@ package docarray
 
 import (
 	"fmt"
-	"hash/maphash"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,7 +52,7 @@ type Store struct {
 	id uint64
 	// readOnly: the mount is read-only.
 	readOnly bool
-	seed     maphash.Seed
+	seed     uint64 // of the key hashes (keytable.go)
 
 	// mutMu keeps mutations out while a prune rebuilds the store.
 	// Order: mutMu, then wbMu, then the store directory's flock
@@ -128,7 +128,13 @@ type Store struct {
 	// changes counts the mount's changes of documents (touchKey): with
 	// gen and reloads, the version of the whole-store views.
 	changes uint64
-	reloads uint64
+	// indexBad and indexBadMsgs are the header records the index could
+	// not serve (and the first reasons why), for its report; indexLoaded
+	// says the index came from the saved one (indexfile.go).
+	indexBad     int
+	indexBadMsgs []string
+	indexLoaded  bool
+	reloads      uint64
 }
 
 type slotFlags uint32
@@ -255,7 +261,7 @@ func openStore(d *Stores, rel string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{ds: d, rel: rel, dir: dir, seed: maphash.MakeSeed(), readOnly: d.readOnly, touched: map[string]touch{}}
+	s := &Store{ds: d, rel: rel, dir: dir, seed: rand.Uint64(), readOnly: d.readOnly, touched: map[string]touch{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -301,7 +307,7 @@ func openStore(d *Stores, rel string) (*Store, error) {
 		s.k = c.k
 	}
 	s.rs = docRecordSize(s.k)
-	if err := s.loadIndex(); err != nil {
+	if err := s.openIndex(); err != nil {
 		return nil, err
 	}
 	s.checkTail()

@@ -34,6 +34,9 @@ type Stores struct {
 	notify  func(dirRel string, changes []Change)
 
 	wholes wholeCache // whole-store views (wholeviews.go)
+	// saves are the saved indexes being written (indexfile.go): Close
+	// waits for them.
+	saves sync.WaitGroup
 }
 
 var _ engine.Format = (*Stores)(nil)
@@ -52,9 +55,9 @@ func NewStores(env engine.Env, keyLength int) *Stores {
 // dataset.
 func (d *Stores) Classify(rel string) (engine.Item, error) { return nil, nil }
 
-// Visibility hides a store's sidecar.
+// Visibility hides a store's sidecar and its saved index.
 func (d *Stores) Visibility(dirRel, name string) engine.Visibility {
-	if name == MetaName {
+	if name == MetaName || name == IndexName {
 		return engine.Hidden
 	}
 	return engine.Listed
@@ -138,7 +141,15 @@ func (d *Stores) openStoreLocked(dirRel string) (*Store, error) {
 	if bad, ok := d.badDocs[dirRel]; ok && bad == sig {
 		return nil, nil
 	}
+	t0 := time.Now()
 	s, err := openStore(d, dirRel)
+	if took := time.Since(t0); err == nil && took > 100*time.Millisecond {
+		how := "its records parsed"
+		if s.indexLoaded {
+			how = "from its saved index"
+		}
+		d.rep.Logf("%s: %d documents, opened in %.2f s (%s)", dirRel, s.Len(), took.Seconds(), how)
+	}
 	if err != nil {
 		var sp *errStoreProblem
 		if errors.As(err, &sp) {
@@ -224,7 +235,7 @@ func (d *Stores) Remove(s *Store) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, n := range []string{HeaderName, BodyName, MetaName} {
+	for _, n := range []string{HeaderName, BodyName, MetaName, IndexName} {
 		if err := unix.Unlinkat(s.dirFd(), n, 0); err != nil && !errors.Is(err, syscall.ENOENT) {
 			return fmt.Errorf("%s: %w", filepath.Join(s.rel, n), err)
 		}
@@ -260,8 +271,10 @@ func (d *Stores) storeList() []*Store {
 	return out
 }
 
-// Close closes every store (after the final write-back).
+// Close closes every store (after the final write-back), once the
+// saved indexes being written are.
 func (d *Stores) Close() error {
+	d.saves.Wait()
 	for _, s := range d.storeList() {
 		s.wbMu.Lock()
 		s.mu.Lock()

@@ -1,0 +1,133 @@
+package docarray
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// indexedStore writes a store of n documents with a duplicate key and a
+// bad record.
+func indexedStore(t *testing.T, root string, n int) string {
+	t.Helper()
+	var keys []string
+	var docs [][]byte
+	for i := 0; i < n; i++ {
+		keys = append(keys, fmt.Sprintf("doc-%05d", i))
+		docs = append(docs, testDoc(keys[i], fmt.Sprint("text ", i)))
+	}
+	dir := filepath.Join(root, "s")
+	writeDocs(t, dir, 36, keys, docs)
+	h, _ := os.ReadFile(filepath.Join(dir, HeaderName))
+	rs := docRecordSize(36)
+	copy(h[3*rs:3*rs+144], h[4*rs:4*rs+144])           // duplicate key doc-00004
+	binary.LittleEndian.PutUint64(h[7*rs+144:], 1<<40) // record 7 past the end of body.bin
+	if err := os.WriteFile(filepath.Join(dir, HeaderName), h, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// storeState is what a store serves: every entry, in order, and each
+// document's bytes.
+func storeState(t *testing.T, s *Store) (entries []Entry, data map[string][]byte) {
+	t.Helper()
+	data = map[string][]byte{}
+	for _, e := range s.List() {
+		full, err := s.Lookup(e.Name)
+		if err != nil {
+			t.Fatalf("lookup %s: %v", e.Name, err)
+		}
+		full.Meta, full.Version = Meta{}, 0
+		entries = append(entries, full)
+		data[e.Name] = readAll(t, s, e.Name)
+	}
+	return entries, data
+}
+
+func waitIndexFile(t *testing.T, dir string) {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		if _, err := os.Stat(filepath.Join(dir, IndexName)); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %s saved", IndexName)
+}
+
+// TestSavedIndexServesTheSameStore: the index saved at the first open is
+// read at the next, and the store then serves exactly what a parse of
+// its records does (duplicates and bad records included); an index that
+// is stale (header.bin changed) or corrupt is not used.
+func TestSavedIndexServesTheSameStore(t *testing.T) {
+	// The files were just written: their ctime is now, whatever their
+	// mtime says. A timestamp's tick here is far shorter than the test.
+	defer func(w time.Duration) { indexRacyWindow = w }(indexRacyWindow)
+	indexRacyWindow = 0
+	root := t.TempDir()
+	dir := indexedStore(t, root, 3000)
+
+	d := openTestDataset(t, root, testConfig{})
+	s := d.docs.Store("s")
+	if s == nil || s.indexLoaded {
+		t.Fatalf("first open: store %v, loaded from a saved index: %v", s, s != nil && s.indexLoaded)
+	}
+	wantEntries, wantData := storeState(t, s)
+	wantDups, wantLive := len(s.dups), s.live
+	waitIndexFile(t, dir)
+	d.Close()
+	if wantDups != 1 || s.indexBad != 1 {
+		t.Fatalf("the store has %d duplicate keys and %d bad records, want 1 and 1", wantDups, s.indexBad)
+	}
+
+	d = openTestDataset(t, root, testConfig{})
+	s = d.docs.Store("s")
+	if s == nil || !s.indexLoaded {
+		t.Fatal("second open did not use the saved index")
+	}
+	gotEntries, gotData := storeState(t, s)
+	if !reflect.DeepEqual(gotEntries, wantEntries) || !reflect.DeepEqual(gotData, wantData) {
+		t.Fatal("the store served from the saved index differs from the parsed one")
+	}
+	if len(s.dups) != wantDups || s.live != wantLive || s.indexBad != 1 {
+		t.Fatalf("saved index: %d dups, %d live, %d bad; parsed: %d, %d, 1", len(s.dups), s.live, s.indexBad, wantDups, wantLive)
+	}
+	// A document added through the store is found beside the loaded ones.
+	mustNil(t, s.Commit2(t, "new-doc", testDoc("new-doc", "x")))
+	if _, err := s.Lookup("new-doc"); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+
+	// The write-back changed header.bin: the saved index is stale.
+	d = openTestDataset(t, root, testConfig{})
+	if s = d.docs.Store("s"); s == nil || s.indexLoaded {
+		t.Fatal("a saved index of an older header.bin was used")
+	}
+	if _, err := s.Lookup("new-doc"); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+
+	// A corrupt one is not used either.
+	d = openTestDataset(t, root, testConfig{})
+	d.docs.Store("s")
+	waitIndexFile(t, dir)
+	d.Close()
+	b, err := os.ReadFile(filepath.Join(dir, IndexName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(filepath.Join(dir, IndexName), b, 0o644)
+	d = openTestDataset(t, root, testConfig{})
+	defer d.Close()
+	if s = d.docs.Store("s"); s == nil || s.indexLoaded {
+		t.Fatal("a corrupt saved index was used")
+	}
+}
