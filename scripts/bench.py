@@ -1,0 +1,437 @@
+"""The arrayfs benchmark (scripts/bench): every case against arrayfs and,
+in the same run, against the same bytes read from the backing files, the
+ideal go-fuse file system (../shared/peers/idealfs, plain and -noopen) for
+small files, and go-fuse's loopback example for writes. Each case runs
+--runs times (median), the systems alternating. Prints one table of
+absolute figures and ratios; --json FILE writes it as JSON.
+
+Timing on a shared machine is noisy: compare the ratios, measured in one
+run, not absolute figures across runs."""
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+p = argparse.ArgumentParser()
+p.add_argument("--work", required=True)
+p.add_argument("--bin", required=True, help="directory of arrayfs, idealfs, loopback")
+p.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+p.add_argument("--big", action="store_true", help="also a store of 10,000,000 documents")
+p.add_argument("--json", help="write the results there")
+p.add_argument("--array-mib", type=int)
+p.add_argument("--docs", type=int)
+p.add_argument("--runs", type=int)
+a = p.parse_args()
+ARRAY_MIB = a.array_mib or (64 if a.quick else 2048)
+NDOCS = a.docs or (2000 if a.quick else 100_000)
+RUNS = a.runs or (3 if a.quick else 5)
+NCREATE = 500 if a.quick else 20_000
+NDIRDB = 300 if a.quick else 10_000
+NSCALE = 20_000 if a.quick else 1_000_000
+W, B = a.work, a.bin
+ARRAYFS, IDEALFS, LOOPBACK = (os.path.join(B, n) for n in ("arrayfs", "idealfs", "loopback"))
+ROOT = os.geteuid() == 0
+results = []
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def median(fn, runs=RUNS):
+    return statistics.median(fn() for _ in range(runs))
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def row(case, unit, values, target=None, higher=True, ref=None):
+    """values: system -> figure. The ratio says how arrayfs does against
+    the reference (ref, else the first other system): arrayfs / reference
+    where more is better, reference / arrayfs where less is; the target
+    is met when the ratio is at least it."""
+    ref = ref or [k for k in values if k != "arrayfs"][0]
+    ratio = values["arrayfs"] / values[ref] if higher else values[ref] / values["arrayfs"]
+    results.append({"case": case, "unit": unit, "values": values, "reference": ref, "ratio": ratio, "target": target})
+    print("  %-70s %s" % (case, "  ".join("%s %.4g" % kv for kv in values.items())), file=sys.stderr)
+
+
+# ---- datasets ----------------------------------------------------------
+ds = os.path.join(W, "ds")
+plain = os.path.join(W, "plain")
+os.makedirs(ds, exist_ok=True)
+os.makedirs(plain, exist_ok=True)
+K = 36
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def field(num, payload):
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def write_store(path, docs):
+    os.makedirs(path, exist_ok=True)
+    header, body = bytearray(), bytearray()
+    for key, doc in docs:
+        start = len(body)
+        body += doc
+        pp = start // 4096 * 4096
+        header += key.encode("utf-32-le").ljust(4 * K, b"\0")
+        header += np.array([pp, start - pp, start - pp + len(doc)], dtype="<i8").tobytes()
+    open(os.path.join(path, "header.bin"), "wb").write(header)
+    open(os.path.join(path, "body.bin"), "wb").write(body)
+
+
+rows, cols = ARRAY_MIB * 256, 1024  # float32
+open(os.path.join(ds, "cell,gene#X.yaml"), "w").write("dtype: float32\nshape:\n- %d\n- %d\nversion:\n- 1\n- 0\n" % (rows, cols))
+block = np.arange(cols * 256, dtype=np.float32).tobytes()
+with open(os.path.join(ds, "cell,gene#X.array"), "wb") as f:
+    for _ in range(rows // 256):
+        f.write(block)
+payload = os.urandom(1024)
+# Each document: id, a 480-byte buffer and a 128-float embedding (about
+# 1 KiB), the plain file the same bytes.
+EMB = np.random.default_rng(0).random((NDOCS, 128), dtype=np.float32)
+np.save(os.path.join(W, "embeddings-direct.npy"), EMB)
+docs = []
+for i in range(NDOCS):
+    key = "d%06d" % i
+    dense = field(1, EMB[i].tobytes()) + field(2, varint(128)) + field(3, b"<f4")
+    doc = field(1, key.encode()) + field(3, payload[:480]) + field(19, field(1, dense))
+    docs.append((key, doc))
+    open(os.path.join(plain, key), "wb").write(doc)
+write_store(os.path.join(ds, "docs"), docs)
+os.makedirs(os.path.join(ds, "db"))
+for i in range(NDIRDB):
+    open(os.path.join(ds, "db", "e%05d.pickle" % i), "wb").write(b"\x80\x04" + payload[:1000] + b".")
+big = os.path.join(W, "big")
+write_store(os.path.join(big, "store"), ((("s%07d" % i), field(1, b"s%07d" % i)) for i in range(NSCALE)))
+# Files written now are older than arrayfs's racy window (2 s) by the time
+# the scale case opens them twice.
+array = "cell,gene#X.array"
+asize = os.path.getsize(os.path.join(ds, array))
+
+
+# ---- mounts ------------------------------------------------------------
+class Mount:
+    def __init__(self, src, name, opts=()):
+        self.dir = os.path.join(W, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.src, self.opts, self.log = src, list(opts), os.path.join(W, name + ".log")
+        self.up()
+
+    def up(self):
+        o = []
+        for x in self.opts:
+            o += ["-o", x]
+        sh(ARRAYFS, "mount", "--background", "--log", self.log, *o, self.src, self.dir)
+        self.pid = json.load(open(os.path.join(self.dir, ".arrayfs/stats.json")))["pid"]
+
+    def down(self):
+        sh(ARRAYFS, "umount", self.dir)
+
+    def remount(self):
+        self.down()
+        self.up()
+
+
+class Peer:
+    def __init__(self, name, args):
+        self.dir = os.path.join(W, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = subprocess.Popen(args + [self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            if os.path.ismount(self.dir):
+                return
+            time.sleep(0.05)
+        raise SystemExit("%s did not mount" % name)
+
+    def down(self):
+        subprocess.run(["umount", self.dir])
+        self.proc.wait(timeout=30)
+
+
+rss = {"peak": 0}
+
+
+def sample_rss(mount, stop):
+    while not stop.is_set():
+        try:
+            for line in open("/proc/%d/status" % mount.pid):
+                if line.startswith("RssAnon:"):
+                    rss["peak"] = max(rss["peak"], int(line.split()[1]) * 1024)
+        except OSError:
+            pass
+        time.sleep(0.1)
+
+
+def read_seq(path, bs):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while os.read(fd, bs):
+            pass
+    finally:
+        os.close(fd)
+
+
+def mbps(path, bs):
+    return asize / 1e6 / timed(lambda: read_seq(path, bs))
+
+
+def memmap_sum(path):
+    return asize / 1e6 / timed(lambda: float(np.memmap(path, dtype=np.float32, mode="r").sum(dtype=np.float64)))
+
+
+def random_iops(path, seconds=1.0 if a.quick else 3.0, threads=2):
+    n = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def worker(k):
+        fd = os.open(path, os.O_RDONLY)
+        rng = random.Random(k)
+        pages = asize // 4096
+        c = 0
+        while time.perf_counter() < stop:
+            for _ in range(64):
+                os.pread(fd, 4096, rng.randrange(pages) * 4096)
+            c += 64
+        n[k] = c
+        os.close(fd)
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    return sum(n) / seconds
+
+
+def dd_write(path, mib=64 if not a.quick else 16):
+    buf = os.urandom(1 << 20)
+
+    def go():
+        fd = os.open(path, os.O_WRONLY)
+        for i in range(mib):
+            os.pwrite(fd, buf, i << 20)
+        os.fsync(fd)
+        os.close(fd)
+
+    return mib / timed(go)
+
+
+def open_loop(d, names, how):
+    def go():
+        if how == "builtin":
+            for nm in names:
+                with open(os.path.join(d, nm), "rb") as f:
+                    f.read()
+        else:
+            for nm in names:
+                fd = os.open(os.path.join(d, nm), os.O_RDONLY)
+                os.read(fd, 1 << 16)
+                os.close(fd)
+
+    return len(names) / timed(go)
+
+
+def parallel_loop(d, names, procs=4):
+    prog = "import os,sys\nd=sys.argv[1]\nfor n in sys.argv[2:]:\n    f=open(os.path.join(d,n),'rb'); f.read(); f.close()\n"
+    t = time.perf_counter()
+    ps = [subprocess.Popen(["/usr/bin/python3", "-c", prog, d] + names[k::procs]) for k in range(procs)]
+    [q.wait() for q in ps]
+    return len(names) / (time.perf_counter() - t)
+
+
+stop = threading.Event()
+rw = Mount(ds, "mnt", ["pool_bytes=64M"])
+threading.Thread(target=sample_rss, args=(rw, stop), daemon=True).start()
+ro = Mount(ds, "mnt-ro", ["ro"])
+names = sorted(os.listdir(plain))
+ideal = Peer("ideal", [IDEALFS, "-n", str(NDOCS), "-size", "1008"])
+ideal_no = Peer("ideal-noopen", [IDEALFS, "-noopen", "-n", str(NDOCS), "-size", "1008"])
+inames = sorted(os.listdir(ideal.dir))
+try:
+    print("arrays (%d MiB)" % ARRAY_MIB, file=sys.stderr)
+    for bs, label in ((1 << 20, "1M"), (128 << 10, "128K")):
+        first = []
+        for _ in range(RUNS):
+            rw.remount()
+            first.append(mbps(os.path.join(rw.dir, array), bs))
+        row(".array first read after mount, dd bs=%s (rw mount)" % label, "MB/s",
+            {"arrayfs": statistics.median(first), "direct": median(lambda: mbps(os.path.join(ds, array), bs))}, 0.8)
+        first = []
+        for _ in range(RUNS):
+            ro.remount()
+            first.append(mbps(os.path.join(ro.dir, array), bs))
+        row(".array first read after mount, dd bs=%s (ro mount, passthrough)" % label, "MB/s",
+            {"arrayfs": statistics.median(first), "direct": median(lambda: mbps(os.path.join(ds, array), bs))}, 0.8)
+        row(".array re-read, dd bs=%s (rw)" % label, "MB/s",
+            {"arrayfs": median(lambda: mbps(os.path.join(rw.dir, array), bs)), "direct": median(lambda: mbps(os.path.join(ds, array), bs))}, 0.8)
+        npy = os.path.join(rw.dir, ".arrayfs/views/cell,gene#X/data.npy")
+        row("data.npy read, dd bs=%s (every read is a first read)" % label, "MB/s",
+            {"arrayfs": median(lambda: mbps(npy, bs)), "direct": median(lambda: mbps(os.path.join(ds, array), bs))}, 0.5)
+    emb = os.path.join(rw.dir, ".arrayfs/views/docs/embeddings.npy")
+    esize = os.path.getsize(os.path.join(W, "embeddings-direct.npy"))
+    row("embeddings.npy of the %d-document store, read (direct: the same array as a .npy)" % NDOCS, "MB/s",
+        {"arrayfs": median(lambda: esize / 1e6 / timed(lambda: read_seq(emb, 1 << 20)), 3),
+         "direct": median(lambda: esize / 1e6 / timed(lambda: read_seq(os.path.join(W, "embeddings-direct.npy"), 1 << 20)), 3)})
+    row("numpy memmap sum of the .array (rw)", "MB/s",
+        {"arrayfs": median(lambda: memmap_sum(os.path.join(rw.dir, array))), "direct": median(lambda: memmap_sum(os.path.join(ds, array)))}, 0.8)
+    row("numpy memmap sum of the .array (ro)", "MB/s",
+        {"arrayfs": median(lambda: memmap_sum(os.path.join(ro.dir, array))), "direct": median(lambda: memmap_sum(os.path.join(ds, array)))}, 0.8)
+    row("random 4 KiB preads, 2 threads (rw)", "IOPS",
+        {"arrayfs": median(lambda: random_iops(os.path.join(rw.dir, array)), 3), "direct": median(lambda: random_iops(os.path.join(ds, array)), 3)}, 0.5)
+    row("dd write + fsync into the .array", "MB/s",
+        {"arrayfs": median(lambda: dd_write(os.path.join(rw.dir, array)), 3), "direct": median(lambda: dd_write(os.path.join(ds, array)), 3)}, 0.5)
+
+    print("documents (%d of ~1 KiB)" % NDOCS, file=sys.stderr)
+    # A loop over 100,000 documents takes 5-15 s: medians of 3 keep the
+    # default run under 15 minutes.
+    DRUNS = min(RUNS, 3)
+    for m, kind in ((ro, "ro"), (rw, "rw")):
+        d = os.path.join(m.dir, "docs")
+        first = []
+        for _ in range(min(RUNS, 3)):
+            m.remount()
+            first.append(open_loop(d, names, "builtin"))
+        steady = median(lambda: open_loop(d, names, "builtin"), DRUNS)
+        row("documents, builtin open() loop, %s mount, steady" % kind, "docs/s",
+            {"arrayfs": steady, "idealfs-noopen": median(lambda: open_loop(ideal_no.dir, inames, "builtin"), DRUNS),
+             "idealfs": median(lambda: open_loop(ideal.dir, inames, "builtin"), DRUNS),
+             "plain files": median(lambda: open_loop(plain, names, "builtin"), DRUNS)}, 0.9 if kind == "ro" else 2,
+            ref="idealfs-noopen" if kind == "ro" else "idealfs")
+        row("documents, first pass after mount against steady state, %s" % kind, "docs/s",
+            {"arrayfs": statistics.median(first), "steady": steady}, 0.5)
+        row("documents, os.open loop, %s mount" % kind, "docs/s",
+            {"arrayfs": median(lambda: open_loop(d, names, "os"), DRUNS), "idealfs-noopen": median(lambda: open_loop(ideal_no.dir, inames, "os"), DRUNS),
+             "plain files": median(lambda: open_loop(plain, names, "os"), DRUNS)}, 0.5 if kind == "ro" else None)
+    d = os.path.join(ro.dir, "docs")
+    one = median(lambda: open_loop(d, names, "builtin"), 3)
+    row("documents, 4 reader processes against one (ro)", "docs/s",
+        {"arrayfs": median(lambda: parallel_loop(d, names), 3), "one process": one}, 1.5)
+
+    print("listing", file=sys.stderr)
+    row("ls -l of the store", "s",
+        {"arrayfs": median(lambda: timed(lambda: sh("ls", "-l", os.path.join(rw.dir, "docs"))), 3),
+         "plain files": median(lambda: timed(lambda: sh("ls", "-l", plain)), 3)}, 0.5, higher=False)
+    cp1, cp2 = os.path.join(W, "copy-docs"), os.path.join(W, "copy-plain")
+    sh("rsync", "-a", os.path.join(rw.dir, "docs") + "/", cp1 + "/")
+    sh("rsync", "-a", plain + "/", cp2 + "/")
+    row("no-op rsync -a of the store", "s",
+        {"arrayfs": median(lambda: timed(lambda: sh("rsync", "-a", os.path.join(rw.dir, "docs") + "/", cp1 + "/"))),
+         "plain files": median(lambda: timed(lambda: sh("rsync", "-a", plain + "/", cp2 + "/")))}, 0.5, higher=False)
+
+    print("writes", file=sys.stderr)
+    lbsrc = os.path.join(W, "lb-src")
+    os.makedirs(lbsrc, exist_ok=True)
+    lbm = os.path.join(W, "loopback")
+    os.makedirs(lbm, exist_ok=True)
+    lbp = subprocess.Popen([LOOPBACK] + (["-directmount"] if ROOT else []) + [lbm, lbsrc],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        if os.path.ismount(lbm):
+            break
+        time.sleep(0.05)
+    doc = docs[0][1]
+
+    def creates(d, n=NCREATE):
+        os.makedirs(d, exist_ok=True)
+        if d.startswith(rw.dir):
+            open(os.path.join(d, ".docarray"), "w").write("key_length: 36\n")
+
+        def go():
+            for i in range(n):
+                with open(os.path.join(d, "c%06d" % i), "wb") as f:
+                    f.write(doc)
+        return n / timed(go)
+
+    k = [0]
+
+    def fresh(base):
+        k[0] += 1
+        return os.path.join(base, "new%d" % k[0])
+
+    row("creating 1 KiB documents one by one", "files/s",
+        {"arrayfs": median(lambda: creates(fresh(rw.dir)), 3), "loopback": median(lambda: creates(fresh(lbm)), 3)}, 0.5)
+    os.makedirs(os.path.join(lbm, "db"), exist_ok=True)
+    for i in range(NDIRDB):
+        open(os.path.join(lbsrc, "db", "e%05d.pickle" % i), "wb").write(b"\x80\x04" + payload[:1000] + b".")
+
+    def rewrite(d):
+        def go():
+            for i in range(NDIRDB):
+                with open(os.path.join(d, "e%05d.pickle" % i), "wb") as f:
+                    f.write(b"\x80\x04" + payload[:1000] + b".")
+        return NDIRDB / timed(go)
+
+    row("rewriting dirdb entries", "entries/s",
+        {"arrayfs": median(lambda: rewrite(os.path.join(rw.dir, "db")), 3), "loopback": median(lambda: rewrite(os.path.join(lbm, "db")), 3)}, 0.5)
+    subprocess.run(["umount", lbm])
+    lbp.wait(timeout=30)
+
+    print("scale", file=sys.stderr)
+    stop.set()
+    peak = rss["peak"]
+    row("peak RssAnon of the daemon through the cases above (pool_bytes=64M)", "MiB",
+        {"arrayfs": peak / 2**20, "pool_bytes + 64 MiB + 64 B/document": (128 * 2**20 + 64 * NDOCS) / 2**20}, 1, higher=False)
+    for n, src in [(NSCALE, big)] + ([(10_000_000, None)] if a.big else []):
+        if src is None:
+            src = os.path.join(W, "big10")
+            write_store(os.path.join(src, "store"), ((("s%07d" % i), field(1, b"s%07d" % i)) for i in range(n)))
+            time.sleep(2.1)
+        m = os.path.join(W, "mnt-big")
+        os.makedirs(m, exist_ok=True)
+        times = []
+        for attempt in range(2):  # the first saves the index, the second reads it
+            t = time.perf_counter()
+            sh(ARRAYFS, "mount", "--background", "--log", os.path.join(W, "big.log"), src, m)
+            open(os.path.join(m, "store", "s0000000"), "rb").read(1)
+            times.append(time.perf_counter() - t)
+            sh(ARRAYFS, "umount", m)
+        row("store of %d documents: mount to first byte, first mount" % n, "s",
+            {"arrayfs": times[0], "target": 0.2 if n <= 1_000_000 else 1.0}, 1, higher=False)
+        row("store of %d documents: mount to first byte, next mount (saved index)" % n, "s",
+            {"arrayfs": times[1], "target": 0.2 if n <= 1_000_000 else 1.0}, 1, higher=False)
+finally:
+    stop.set()
+    for x in (ideal, ideal_no):
+        x.down()
+    for m in (ro, rw):
+        try:
+            m.down()
+        except Exception:
+            subprocess.run(["umount", "-l", m.dir])
+
+version = subprocess.run([ARRAYFS, "version"], capture_output=True, text=True).stdout.strip()
+head = "Measured %s on %s (%s, %d CPUs), %s; median of %d runs, systems alternating%s." % (
+    datetime.date.today().isoformat(), platform.node() or "this machine", platform.release(), os.cpu_count(),
+    version, RUNS, ", --quick sizes" if a.quick else "")
+print(head)
+print()
+print("| case | unit | arrayfs | reference | ratio | target |")
+print("|---|---|---:|---|---:|---:|")
+for r in results:
+    refv = r["values"][r["reference"]]
+    tgt = "" if r["target"] is None else ("%.2g" % r["target"])
+    print("| %s | %s | %.4g | %s %.4g | %.2f | %s |" % (r["case"], r["unit"], r["values"]["arrayfs"], r["reference"], refv, r["ratio"], tgt))
+if a.json:
+    json.dump({"header": head, "results": results}, open(a.json, "w"), indent=1)
