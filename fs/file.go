@@ -204,7 +204,7 @@ func (n *fileNode) Setxattr(ctx context.Context, attr string, data []byte, flags
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}
-	if errno, ok := setDerived(n.fsys.ds.Arrays().Xattrs(n.rel()), attr, data); ok {
+	if errno, ok := n.setDerived(attr, data); ok {
 		return errno
 	}
 	if _, errno, ok := n.pendingXattr(func(fd int) (int, error) { return 0, unix.Fsetxattr(fd, attr, data, int(flags)) }); ok {
@@ -237,7 +237,7 @@ func (n *fileNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}
-	if errno, ok := setDerived(n.fsys.ds.Arrays().Xattrs(n.rel()), attr, nil); ok {
+	if errno, ok := n.setDerived(attr, nil); ok {
 		return errno
 	}
 	if _, errno, ok := n.pendingXattr(func(fd int) (int, error) { return 0, unix.Fremovexattr(fd, attr) }); ok {
@@ -311,4 +311,13 @@ func (n *specialNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.S
 		return errno
 	}
 	return lstatOut(&n.node, out)
+}
+
+// setDerived is setDerived of an array's data file; the array's
+// attributes are read only for a name arrayfs derives.
+func (n *fileNode) setDerived(attr string, data []byte) (syscall.Errno, bool) {
+	if !strings.HasPrefix(attr, engine.XattrPrefix) {
+		return 0, false
+	}
+	return setDerived(n.fsys.ds.Arrays().Xattrs(n.rel()), attr, data)
 }

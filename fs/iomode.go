@@ -28,7 +28,8 @@ type ioModes struct {
 // server with CAP_SYS_ADMIN; elsewhere a "passthrough" handle is cached.
 var passthroughWorks = os.Geteuid() == 0
 
-// openPlain takes the mode of a plain file's new handle: passthrough
+// openPlain takes the mode of a new handle that may pass through (a
+// plain file's, an array reader's on a read-only mount): passthrough
 // unless a cached handle is open.
 func (m *ioModes) openPlain() (passthrough bool) {
 	m.mu.Lock()

@@ -138,19 +138,12 @@ func (n *viewFileNode) fill(a *fuse.Attr, st engine.ViewStat) {
 }
 
 func (n *viewFileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if h, ok := f.(*viewFileHandle); ok && h.w != nil {
-		st, err := n.file.Stat()
-		if err != nil {
-			return n.fsys.errno(err)
-		}
-		st.Size = h.c.Size()
-		n.fill(&out.Attr, st)
-		out.SetTimeout(viewTimeout)
-		return 0
-	}
 	st, err := n.file.Stat()
 	if err != nil {
 		return n.fsys.errno(err)
+	}
+	if h, ok := f.(*viewFileHandle); ok && h.w != nil {
+		st.Size = h.c.Size() // what the writer holds, not yet the item's
 	}
 	n.fill(&out.Attr, st)
 	out.SetTimeout(viewTimeout)

@@ -303,7 +303,11 @@ func abortConnection(dir string) {
 	}
 	conns := "/sys/fs/fuse/connections"
 	if ents, _ := os.ReadDir(conns); len(ents) == 0 {
-		syscall.Mount("fusectl", conns, "fusectl", 0, "")
+		// The control file system, mounted for this abort only: a test
+		// leaves no mount behind.
+		if syscall.Mount("fusectl", conns, "fusectl", 0, "") == nil {
+			defer syscall.Unmount(conns, 0)
+		}
 	}
 	minor := st.Dev&0xff | (st.Dev>>12)&0xfff00
 	os.WriteFile(fmt.Sprintf("%s/%d/abort", conns, minor), []byte("1"), 0)

@@ -3,6 +3,7 @@ package store
 import (
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/arrayfs/arrayfs/store/engine"
@@ -57,15 +58,7 @@ func (v *datasetViews) List() ([]engine.ViewEntry, error) {
 			out = append(out, engine.ViewEntry{Name: n, Dir: true})
 		}
 	}
-	slices.SortFunc(out, func(a, b engine.ViewEntry) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b engine.ViewEntry) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -224,7 +225,7 @@ func (v *linesDir) List() ([]engine.ViewEntry, error) {
 	if axes := axesOf(v.base); len(axes) == 2 && v.d.axis(v.dirRel, axes[v.axisIndex()]) != nil {
 		out = append(out, engine.ViewEntry{Name: "by-name", Dir: true})
 	}
-	width := len(itoa(n - 1))
+	width := len(strconv.FormatInt(max(n-1, 0), 10))
 	for i := int64(0); i < n; i++ {
 		out = append(out, engine.ViewEntry{Name: padded(i, width)})
 	}
@@ -369,22 +370,8 @@ func (it *item) info() []byte {
 	return engine.JSON(info)
 }
 
-func itoa(i int64) string {
-	if i <= 0 {
-		return "0"
-	}
-	var b [20]byte
-	n := len(b)
-	for i > 0 {
-		n--
-		b[n] = byte('0' + i%10)
-		i /= 10
-	}
-	return string(b[n:])
-}
-
 func padded(i int64, width int) string {
-	s := itoa(i)
+	s := strconv.FormatInt(i, 10)
 	if len(s) < width {
 		s = strings.Repeat("0", width-len(s)) + s
 	}

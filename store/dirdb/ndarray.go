@@ -192,6 +192,15 @@ func (m *pickleVM) str(n int64) (string, error) {
 	return string(b), nil
 }
 
+// argWidth is the size of the little-endian integer argument (an int, a
+// length, a memo index) of the opcodes that have one.
+var argWidth = [256]int{
+	'K': 1, 'M': 2, 'J': 4, // BININT1, BININT2, BININT
+	0x8c: 1, 'X': 4, 0x8d: 8, // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
+	'C': 1, 'B': 4, 0x8e: 8, 0x96: 8, 'U': 1, 'T': 4, // bytes, bytearray, py2 str
+	'q': 1, 'r': 4, 'h': 1, 'j': 4, // BINPUT, LONG_BINPUT, BINGET, LONG_BINGET
+}
+
 // run executes the pickle to its STOP and returns the value it made.
 func (m *pickleVM) run() (any, error) {
 	for {
@@ -222,7 +231,7 @@ func (m *pickleVM) run() (any, error) {
 		case 0x89:
 			m.push(false)
 		case 'K', 'M', 'J': // BININT1, BININT2, BININT
-			n := map[byte]int{'K': 1, 'M': 2, 'J': 4}[op]
+			n := argWidth[op]
 			v, err := m.uint(n)
 			if err != nil {
 				return nil, err
@@ -247,7 +256,7 @@ func (m *pickleVM) run() (any, error) {
 			}
 			m.push(v)
 		case 0x8c, 'X', 0x8d: // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8
-			n, err := m.uint(map[byte]int{0x8c: 1, 'X': 4, 0x8d: 8}[op])
+			n, err := m.uint(argWidth[op])
 			if err != nil {
 				return nil, err
 			}
@@ -257,7 +266,7 @@ func (m *pickleVM) run() (any, error) {
 			}
 			m.push(s)
 		case 'C', 'B', 0x8e, 0x96, 'U', 'T': // bytes, bytearray, py2 str
-			n, err := m.uint(map[byte]int{'C': 1, 'B': 4, 0x8e: 8, 0x96: 8, 'U': 1, 'T': 4}[op])
+			n, err := m.uint(argWidth[op])
 			if err != nil {
 				return nil, err
 			}
@@ -332,7 +341,7 @@ func (m *pickleVM) run() (any, error) {
 			}
 			m.memo[uint64(len(m.memo))] = v
 		case 'q', 'r': // BINPUT, LONG_BINPUT
-			i, err := m.uint(map[byte]int{'q': 1, 'r': 4}[op])
+			i, err := m.uint(argWidth[op])
 			if err != nil {
 				return nil, err
 			}
@@ -342,7 +351,7 @@ func (m *pickleVM) run() (any, error) {
 			}
 			m.memo[i] = v
 		case 'h', 'j': // BINGET, LONG_BINGET
-			i, err := m.uint(map[byte]int{'h': 1, 'j': 4}[op])
+			i, err := m.uint(argWidth[op])
 			if err != nil {
 				return nil, err
 			}

@@ -330,8 +330,8 @@ func encodeValue(v any) []byte {
 }
 
 // replaceFields re-encodes document b with every occurrence of the
-// fields drop removed and field num, bytes value v, appended; every
-// other field keeps its bytes.
+// fields drop removed and, unless num is 0, field num, bytes value v,
+// appended; every other field keeps its bytes.
 func replaceFields(b []byte, drop []protowire.Number, num protowire.Number, v []byte) []byte {
 	out := make([]byte, 0, len(b)+len(v)+8)
 	for len(b) > 0 {
@@ -351,9 +351,15 @@ func replaceFields(b []byte, drop []protowire.Number, num protowire.Number, v []
 		}
 		b = b[n+vlen:]
 	}
+	if num == 0 {
+		return out
+	}
 	out = protowire.AppendTag(out, num, protowire.BytesType)
 	return protowire.AppendBytes(out, v)
 }
+
+// scoreNames are NamedScoreProto's string fields.
+var scoreNames = map[protowire.Number]string{2: "op_name", 3: "description", 5: "ref_id"}
 
 // score is a NamedScoreProto as JSON.
 func scoreJSON(b []byte) map[string]any {
@@ -366,7 +372,7 @@ func scoreJSON(b []byte) map[string]any {
 			out["value"] = jsonNumber(float64(math.Float32frombits(x)))
 		case 2, 3, 5:
 			s, _ := protowire.ConsumeBytes(v)
-			out[map[protowire.Number]string{2: "op_name", 3: "description", 5: "ref_id"}[num]] = string(s)
+			out[scoreNames[num]] = string(s)
 		case 4:
 			s, _ := protowire.ConsumeBytes(v)
 			operands = append(operands, scoreJSON(s))

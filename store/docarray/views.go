@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 
@@ -63,14 +64,7 @@ func (v *storeDir) store() (*Store, error) {
 // names has no view directory (its canonical file is still there).
 var wholeNames = []string{"docs.jsonl", "embeddings.npy", "ids.txt", "info.json", "texts.jsonl"}
 
-func isWholeName(n string) bool {
-	for _, w := range wholeNames {
-		if n == w {
-			return true
-		}
-	}
-	return false
-}
+func isWholeName(n string) bool { return slices.Contains(wholeNames, n) }
 
 func (v *storeDir) List() ([]engine.ViewEntry, error) {
 	s, err := v.store()
@@ -420,23 +414,15 @@ func (w *fieldWrite) Commit() error {
 	if err != nil {
 		return err
 	}
-	var next []byte
 	if w.v.name == "text" && len(w.data) == 0 {
-		next = dropOnly(doc, drop) // no text: no field
-	} else {
-		next = replaceFields(doc, drop, num, val)
+		num = 0 // no text: no field
 	}
+	next := replaceFields(doc, drop, num, val)
 	if err := s.Commit(e.Name, e.Ino, next); err != nil {
 		return err
 	}
 	s.SyncSoon()
 	return nil
-}
-
-// dropOnly is doc without the fields drop.
-func dropOnly(doc []byte, drop []protowire.Number) []byte {
-	full := replaceFields(doc, drop, 1, nil)
-	return full[:len(full)-2] // the appended empty field 1: tag and zero length
 }
 
 func (w *fieldWrite) Sync() error {
