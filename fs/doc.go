@@ -91,6 +91,7 @@ func (n *docNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Attr
 		}
 	}
 	fillDocAttr(&out.Attr, e)
+	out.SetTimeout(docTimeout)
 	return 0
 }
 
@@ -192,6 +193,8 @@ func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	}
 	n.cached, n.reloads, n.hasCached = e.Version, e.Reloads, true
 	n.mu.Unlock()
+	// A reader's close has nothing to commit: no FLUSH for it.
+	keep |= fuse.FOPEN_NOFLUSH
 	return &docReadHandle{viewHandle[*docarray.Reader]{r}, e, s}, keep, 0
 }
 
@@ -437,6 +440,9 @@ func (h *docWriteHandle) Release(ctx context.Context) syscall.Errno {
 			name = cur
 		}
 		h.s.Abandon(name, h.entry.Ino)
+		if _, parent := h.node.Parent(); parent != nil {
+			go parent.NotifyEntry(name) // the kernel keeps a name for long
+		}
 	}
 	return 0
 }

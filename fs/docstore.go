@@ -72,8 +72,16 @@ func (n *dirNode) storeLookup(ctx context.Context, s *docarray.Store, name strin
 		return nil, n.fsys.errno(err)
 	}
 	fillDocAttr(&out.Attr, e)
+	out.SetEntryTimeout(docTimeout)
+	out.SetAttrTimeout(docTimeout)
 	return n.newDocInode(ctx, e), 0
 }
+
+// recheckDocs makes the kernel look again at every name of store
+// directory dirRel it holds (after a change that may rename, remove or
+// renumber documents without a request on each: a marker rewritten, a
+// prune, a store dropped).
+func (f *FS) recheckDocs(dirRel string) { go f.onDocChanges(dirRel, nil) }
 
 func (n *dirNode) storeReaddir(s *docarray.Store) (gofs.DirStream, syscall.Errno) {
 	docs := s.List()
@@ -114,6 +122,8 @@ func (n *dirNode) storeCreate(ctx context.Context, s *docarray.Store, name strin
 		return nil, nil, 0, n.fsys.errno(err)
 	}
 	fillDocAttr(&out.Attr, e)
+	out.SetEntryTimeout(docTimeout)
+	out.SetAttrTimeout(docTimeout)
 	ch := n.newDocInode(ctx, e)
 	dn := ch.Operations().(*docNode)
 	h, errno := dn.openWriter(s, name, e, flags|syscall.O_WRONLY, created)
@@ -364,6 +374,7 @@ func (n *dirNode) storeSetxattr(s *docarray.Store, attr string) (syscall.Errno, 
 	if err != nil {
 		return n.fsys.errno(err), true
 	}
+	n.fsys.recheckDocs(n.rel())
 	n.fsys.logf("%s: pruned: %d documents, %d -> %d bytes in %v", n.rel(), stats.Documents, stats.BytesBefore, stats.BytesAfter, stats.Elapsed.Round(time.Millisecond))
 	return 0, true
 }

@@ -69,6 +69,14 @@ const (
 	negativeTimeout = time.Second
 )
 
+// docTimeout is how long the kernel keeps the names and attributes of
+// documents. They change only through the mount (the kernel follows, or
+// is told: NotifyContent at each commit) or behind its back, which each
+// store notices at once (store/docarray/watch.go) and reports to
+// onDocChanges, which tells the kernel exactly. A loop over a store of
+// 100,000 documents then sends no LOOKUP or GETATTR for them.
+const docTimeout = time.Hour
+
 // MountOptions are the go-fuse options for mounting f.
 func (f *FS) MountOptions(mountpoint string) *gofs.Options {
 	et, at, nt := entryTimeout, attrTimeout, negativeTimeout

@@ -284,6 +284,7 @@ func (h *markerWriteHandle) apply() syscall.Errno {
 	}
 	h.dirty, h.done = false, true
 	go h.node.NotifyContent(0, 0)
+	h.fsys.recheckDocs(h.dir.rel())
 	return 0
 }
 

@@ -45,8 +45,17 @@ func (s *Store) refresh() (gone bool) {
 	if last := s.lastCheck.Load(); t-last < int64(refreshEvery) || !s.lastCheck.CompareAndSwap(last, t) {
 		return false
 	}
+	gone, _ = s.recheck()
+	return gone
+}
+
+// recheck is refresh without its rate limit (the watcher's, told that
+// the files changed). It is not settled when the files could not be
+// looked at now (a write-back, or another program, is writing them):
+// the caller looks again later.
+func (s *Store) recheck() (gone, settled bool) {
 	if !s.wbMu.TryLock() {
-		return false // a write-back is changing the files right now
+		return false, false // a write-back is changing the files right now
 	}
 	repair := false
 	defer func() {
@@ -57,35 +66,35 @@ func (s *Store) refresh() (gone bool) {
 		}
 	}()
 	if s.closed {
-		return true
+		return true, true
 	}
 	var ds unix.Stat_t
 	if unix.Fstat(s.dirFd(), &ds) != nil {
-		return true
+		return true, true
 	}
 	if dp, err := s.ds.back.Lstat(s.Rel()); err != nil || ds.Ino != dp.Ino || ds.Dev != dp.Dev {
-		return true
+		return true, true
 	}
 	if changed, missing, _ := s.filesChanged(); !changed || missing {
-		return false
+		return false, !missing
 	}
 	unlock, ok := s.tryLockShared()
 	if !ok {
-		return false // being written right now: look again later
+		return false, false // being written right now: look again later
 	}
 	defer unlock()
 	changed, missing, now := s.filesChanged()
 	if !changed || missing {
-		return false
+		return false, !missing
 	}
 	changes, err := s.reloadLocked(now)
 	if err != nil {
 		s.report(fmt.Sprintf("changed behind arrayfs's back and cannot be reloaded: %v", err))
-		return false
+		return false, true
 	}
 	s.ds.notifyDocs(s.Rel(), changes)
 	repair = !s.readOnly && (s.tailUnsafe || s.headerTrailing || len(s.journal) > 0 || s.replayed)
-	return false
+	return false, true
 }
 
 // reloadLocked re-reads the store from its files, which another program

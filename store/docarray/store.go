@@ -120,6 +120,7 @@ type Store struct {
 	headerTrailing bool
 	closed         bool
 	lastCheck      atomic.Int64 // unix nanoseconds of the last refresh
+	watchDesc      atomic.Int32 // its inotify watch (watch.go), 0 if none
 	syncSoon       atomic.Bool  // a SyncSoon is due
 	// gen counts the times the files were swapped or reloaded: offsets
 	// in body.bin are not versions across them. reloads counts only
@@ -396,6 +397,9 @@ func (s *Store) openFiles() error {
 }
 
 func (s *Store) closeFiles() {
+	if w := s.ds.watch; w != nil {
+		w.unwatch(s)
+	}
 	if s.body != nil {
 		s.body.unref()
 		s.body = nil

@@ -34,6 +34,7 @@ type Stores struct {
 	notify  func(dirRel string, changes []Change)
 
 	wholes wholeCache // whole-store views (wholeviews.go)
+	watch  *watcher   // changes behind arrayfs's back (watch.go); nil if inotify is not available
 	// saves are the saved indexes being written (indexfile.go): Close
 	// waits for them.
 	saves sync.WaitGroup
@@ -44,11 +45,18 @@ var _ engine.Format = (*Stores)(nil)
 // NewStores serves the document stores of the dataset env gives, with
 // key length keyLength (0: each store's sidecar's, else detected).
 func NewStores(env engine.Env, keyLength int) *Stores {
-	return &Stores{
+	d := &Stores{
 		back: env.Back, pool: env.Pool, rep: env.Rep, readOnly: env.ReadOnly,
 		lockTimeout: env.LockTimeout, keyLength: keyLength,
 		docs: map[string]*Store{}, badDocs: map[string][2]engine.FileSig{},
 	}
+	w, err := newWatcher(d)
+	if err != nil {
+		d.rep.Logf("changes made to stores behind arrayfs's back are seen at the next directory operation, not at once: inotify: %v", err)
+	} else {
+		d.watch = w
+	}
+	return d
 }
 
 // Classify: a store is a directory, its documents no files of the
@@ -166,6 +174,9 @@ func (d *Stores) openStoreLocked(dirRel string) (*Store, error) {
 	d.mu.Lock()
 	d.docs[dirRel] = s
 	d.mu.Unlock()
+	if d.watch != nil {
+		d.watch.watch(s)
+	}
 	return s, nil
 }
 
@@ -205,6 +216,9 @@ func (d *Stores) retireStore(s *Store, why string) {
 	}
 	s.mu.Unlock()
 	s.wbMu.Unlock()
+	// The kernel may hold its documents' names for long: the file
+	// system looks at each again.
+	d.notifyDocs(s.Rel(), nil)
 }
 
 // Remove turns an empty store back into a plain directory: its
@@ -288,6 +302,9 @@ func (d *Stores) Close() error {
 	d.mu.Lock()
 	clear(d.docs)
 	d.mu.Unlock()
+	if d.watch != nil {
+		d.watch.close()
+	}
 	return nil
 }
 
