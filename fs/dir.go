@@ -40,7 +40,9 @@ var (
 	_ gofs.NodeRemovexattrer = (*dirNode)(nil)
 )
 
-func (n *dirNode) isRoot() bool { return n.fsys.root == n }
+// isRoot reports whether n is the dataset's root (not a store
+// connection's).
+func (n *dirNode) isRoot() bool { return n.fsys.root == n && n.fsys.base == "" }
 
 // hidden reports whether name is never shown in this directory.
 func (n *dirNode) hidden(name string) bool {

@@ -446,3 +446,35 @@ func (h *docWriteHandle) Release(ctx context.Context) syscall.Errno {
 	}
 	return 0
 }
+
+var _ gofs.NodeReader = (*docNode)(nil)
+
+// Read serves a READ through its handle, or without one: on a store
+// connection (storeconn.go) the kernel opens nothing, and each READ
+// reads the document's current version.
+func (n *docNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if r, ok := f.(gofs.FileReader); ok {
+		return r.Read(ctx, dest, off)
+	}
+	s, name, errno := n.locate()
+	if errno != 0 {
+		return nil, errno
+	}
+	r, _, err := s.Open(name)
+	if err != nil {
+		return nil, n.fsys.errno(err)
+	}
+	return sourceResult[*docarray.Reader]{viewResult{r.View(off, len(dest))}, r}, 0
+}
+
+// sourceResult is a viewResult that also lets go of its source once
+// the reply is written.
+type sourceResult[S viewSource] struct {
+	viewResult
+	src S
+}
+
+func (r sourceResult[S]) Done() {
+	r.viewResult.Done()
+	r.src.Release()
+}

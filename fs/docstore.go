@@ -64,6 +64,7 @@ func (n *dirNode) newDocInode(ctx context.Context, e docarray.Entry) *gofs.Inode
 }
 
 func (n *dirNode) storeLookup(ctx context.Context, s *docarray.Store, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.storeServed()
 	if name == docarray.MarkerName {
 		return n.markerInode(ctx, s, &out.Attr)
 	}
@@ -84,6 +85,7 @@ func (n *dirNode) storeLookup(ctx context.Context, s *docarray.Store, name strin
 func (f *FS) recheckDocs(dirRel string) { go f.onDocChanges(dirRel, nil) }
 
 func (n *dirNode) storeReaddir(s *docarray.Store) (gofs.DirStream, syscall.Errno) {
+	n.storeServed()
 	docs := s.List()
 	entries := make([]fuse.DirEntry, 0, len(docs)+1)
 	for _, e := range docs {
@@ -255,6 +257,14 @@ func (n *dirNode) notifyEntries(names ...string) {
 // arrayfs's back: drop what the kernel caches of the names it knows in
 // that directory. It runs in its own goroutine.
 func (f *FS) onDocChanges(dirRel string, changes []docarray.Change) {
+	if c := f.conns; c != nil {
+		if sub := c.connFor(dirRel); sub != nil {
+			sub.docsChanged(sub.root.EmbeddedInode(), dirRel, changes)
+		}
+		if f.ds.Docs().Store(dirRel) == nil {
+			c.storeGone(dirRel)
+		}
+	}
 	dir := f.root.EmbeddedInode()
 	if dirRel != "" && dirRel != "." {
 		for _, c := range strings.Split(dirRel, "/") {
@@ -263,6 +273,12 @@ func (f *FS) onDocChanges(dirRel string, changes []docarray.Change) {
 			}
 		}
 	}
+	f.docsChanged(dir, dirRel, changes)
+}
+
+// docsChanged tells the kernel what changed in the store directory
+// dir (at dirRel) of this connection.
+func (f *FS) docsChanged(dir *gofs.Inode, dirRel string, changes []docarray.Change) {
 	changed := map[string]bool{}
 	for _, c := range changes {
 		changed[c.Name] = true
@@ -313,9 +329,13 @@ type pruneState struct {
 	results map[*docarray.Store][]byte
 }
 
+func newPruneState() *pruneState {
+	return &pruneState{running: map[*docarray.Store]*[2]atomic.Int64{}, results: map[*docarray.Store][]byte{}}
+}
+
 func (n *dirNode) storeGetxattr(s *docarray.Store, attr string, dest []byte) (uint32, syscall.Errno, bool) {
 	var val []byte
-	ps := &n.fsys.prunes
+	ps := n.fsys.prunes
 	switch attr {
 	case xattrStore:
 		val = fmt.Appendf(nil, "docarray key_length=%d documents=%d", s.KeyLength(), s.Len())
@@ -353,7 +373,7 @@ func (n *dirNode) storeSetxattr(s *docarray.Store, attr string) (syscall.Errno, 
 		}
 		return 0, false
 	}
-	ps := &n.fsys.prunes
+	ps := n.fsys.prunes
 	ps.mu.Lock()
 	if ps.running[s] != nil {
 		ps.mu.Unlock()

@@ -16,7 +16,6 @@ import (
 
 	"github.com/arrayfs/arrayfs/mountopts"
 	"github.com/arrayfs/arrayfs/store"
-	"github.com/arrayfs/arrayfs/store/docarray"
 	"github.com/arrayfs/arrayfs/store/engine"
 )
 
@@ -29,10 +28,16 @@ type FS struct {
 	root    *dirNode
 	logf    func(format string, args ...any)
 	started time.Time
-	prunes  pruneState
+	prunes  *pruneState // shared with its store connections
 	// reads counts the READ requests the daemon served, by kind of
 	// file (stats.json): what passthrough and the page cache spare it.
 	reads readCounts
+	// base is the dataset-relative directory of root: "" for the main
+	// connection, the store's directory for a store connection.
+	base string
+	// conns are the store connections of the main connection, or nil
+	// (storeconn.go).
+	conns *storeConns
 }
 
 type readCounts struct {
@@ -50,8 +55,7 @@ func New(ds *store.Dataset, opts mountopts.Options, logf func(string, ...any)) (
 	}
 	f := &FS{ds: ds, back: ds.Backing(), opts: opts, rootDev: uint64(st.Dev), logf: logf, started: time.Now()}
 	f.root = &dirNode{node: node{fsys: f}}
-	f.prunes.running = map[*docarray.Store]*[2]atomic.Int64{}
-	f.prunes.results = map[*docarray.Store][]byte{}
+	f.prunes = newPruneState()
 	ds.Docs().SetNotify(f.onDocChanges)
 	return f, nil
 }
@@ -122,7 +126,13 @@ type node struct {
 }
 
 // rel is the node's dataset-relative path.
-func (n *node) rel() string { return n.Path(n.fsys.root.EmbeddedInode()) }
+func (n *node) rel() string {
+	p := n.Path(n.fsys.root.EmbeddedInode())
+	if n.fsys.base != "" {
+		return filepath.Join(n.fsys.base, p)
+	}
+	return p
+}
 
 // childRel is the dataset-relative path of name in directory n.
 func (n *node) childRel(name string) string { return filepath.Join(n.rel(), name) }

@@ -185,6 +185,23 @@ func (n *markerNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 	return &bytesHandle{data: data}, fuse.FOPEN_DIRECT_IO, 0
 }
 
+var _ gofs.NodeReader = (*markerNode)(nil)
+
+// Read serves a READ through its handle, or without one (a store
+// connection opens nothing): the marker as the store makes it now.
+func (n *markerNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if r, ok := f.(gofs.FileReader); ok {
+		return r.Read(ctx, dest, off)
+	}
+	s := n.docStore()
+	if s == nil {
+		return nil, syscall.ENOENT
+	}
+	data, _ := s.Marker()
+	h := bytesHandle{data: data}
+	return h.Read(ctx, dest, off)
+}
+
 func (n *markerNode) openWriter(s *docarray.Store, flags uint32) (*markerWriteHandle, syscall.Errno) {
 	h := &markerWriteHandle{fsys: n.fsys, node: n, dir: n.dir(), store: s}
 	if flags&syscall.O_TRUNC != 0 {

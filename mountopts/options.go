@@ -44,6 +44,11 @@ type Options struct {
 	KeyLength            int           // "key_length=N": docarray key length; 0 = auto-detect (default); N in 1..4096 when given
 	Views                Views         // "views=hidden|visible"; default hidden
 	Debug                bool          // "debug"
+	// StoreConnections ("store_connections") serves each docarray store
+	// directory of a read-only mount on a FUSE connection of its own,
+	// mounted over it, that never asks the daemon to open or flush a
+	// document (fs/storeconn.go).
+	StoreConnections bool
 }
 
 const (
@@ -115,6 +120,7 @@ var options = map[string]option{
 	"default_permissions":    {flag: func(o *Options) { o.DefaultPermissions, o.NoDefaultPermissions = true, false }},
 	"no_default_permissions": {flag: func(o *Options) { o.DefaultPermissions, o.NoDefaultPermissions = false, true }},
 	"debug":                  {flag: func(o *Options) { o.Debug = true }},
+	"store_connections":      {flag: func(o *Options) { o.StoreConnections = true }},
 	"pool_size":              {set: setPoolSize, usage: "pool_size=N, e.g. 1000"},
 	"pool_bytes":             {set: setPoolBytes, usage: "pool_bytes=SIZE, e.g. 64M"},
 	"writeback":              {set: setWriteback, usage: "writeback=DURATION, e.g. 5s"},
@@ -251,6 +257,9 @@ func (o Options) String() string {
 	fmt.Fprintf(&b, ",views=%s", o.Views)
 	if o.Debug {
 		b.WriteString(",debug")
+	}
+	if o.StoreConnections {
+		b.WriteString(",store_connections")
 	}
 	return b.String()
 }

@@ -264,7 +264,7 @@ def parallel_loop(d, names, procs=4):
 stop = threading.Event()
 rw = Mount(ds, "mnt", ["pool_bytes=64M"])
 threading.Thread(target=sample_rss, args=(rw, stop), daemon=True).start()
-ro = Mount(ds, "mnt-ro", ["ro"])
+ro = Mount(ds, "mnt-ro", ["ro", "store_connections"])
 names = sorted(os.listdir(plain))
 ideal = Peer("ideal", [IDEALFS, "-n", str(NDOCS), "-size", "1008"])
 ideal_no = Peer("ideal-noopen", [IDEALFS, "-noopen", "-n", str(NDOCS), "-size", "1008"])

@@ -47,6 +47,10 @@ inside or above it) is refused, naming the first; read-only ones may join.
                                            eviction, fsync, close and unmount)
                     key_length=N           key length of docarray stores (default: detect)
                     views=hidden|visible   list /.arrayfs in the root (default hidden)
+                    store_connections      with ro: serve each docarray store directory on a
+                                           FUSE connection of its own, mounted over it, that
+                                           never opens a document (the fastest small-file
+                                           reads; the store directories become mount points)
                     debug                  log every FUSE request
   --background    detach once mounted (logs go to --log FILE, else syslog)
   --log FILE      append log lines to FILE instead of stderr
@@ -265,6 +269,12 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 	if abs, err := filepath.Abs(mountpoint); err == nil {
 		mountpoint = abs
 	}
+	if opts.StoreConnections && !opts.ReadOnly {
+		// A writer's close must reach the daemon to commit its document
+		// (and report a refusal); a connection without OPEN and FLUSH
+		// would never tell it.
+		return fmt.Errorf("mount option store_connections: only for read-only mounts (add -o ro)")
+	}
 	ds, err := store.Open(dataset, store.Config{
 		PoolUnits: opts.PoolSize,
 		PoolBytes: opts.PoolBytes,
@@ -289,6 +299,9 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 		return err
 	}
 	raiseReadahead(mountpoint, logger)
+	if opts.StoreConnections {
+		fsys.ServeStoreConnections(mountpoint, mo)
+	}
 	ds.Pool().StartTimer(opts.Writeback, func(err error) { logger.Printf("periodic write-back: %v", err) })
 	logger.Printf("mounted %s at %s (%s)", ds.Root(), mountpoint, opts)
 	if opts.AllowOther && !opts.CheckPermissions() {
@@ -298,10 +311,11 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go unmountOnSignal(sigs, server, ds, mountpoint, logger)
+	go unmountOnSignal(sigs, server, fsys, ds, mountpoint, logger)
 
 	server.Wait()
 	signal.Stop(sigs)
+	fsys.CloseStoreConnections() // after a lazy unmount from outside
 	// An unmount from outside lands here with the pool still full.
 	err = ds.Close()
 	stats := ds.Pool().Stats()
@@ -334,12 +348,13 @@ func busyError(err error, advice string) error {
 // unmountOnSignal writes back and unmounts on SIGINT/SIGTERM. When the
 // mount is busy it detaches it (umount -l): processes still inside keep
 // working, and serve returns once the last of them lets go.
-func unmountOnSignal(sigs <-chan os.Signal, server *fuse.Server, ds *store.Dataset, mountpoint string, logger *log.Logger) {
+func unmountOnSignal(sigs <-chan os.Signal, server *fuse.Server, fsys *afs.FS, ds *store.Dataset, mountpoint string, logger *log.Logger) {
 	for sig := range sigs {
 		logger.Printf("%v: writing back and unmounting %s", sig, mountpoint)
 		if err := ds.Sync(); err != nil {
 			logger.Printf("write-back: %v", err)
 		}
+		fsys.CloseStoreConnections()
 		if err := server.Unmount(); err == nil {
 			return
 		} else {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -52,10 +53,45 @@ func runUmount(args []string) error {
 	if err := withTimeout(umountTimeout, func() error { return syncMount(mountpoint) }); err != nil {
 		return fmt.Errorf("%s: write-back failed, not unmounting: %v", args[0], err)
 	}
-	if err := unmount(mountpoint); err != nil {
+	if err := unmountWithStores(mountpoint); err != nil {
 		return err
 	}
 	return waitExit(pid, umountTimeout)
+}
+
+// storeConnType is the mount type of a store connection (mount option
+// store_connections): mounted by the daemon over a store directory.
+const storeConnType = "fuse.arrayfs-store"
+
+// unmountWithStores unmounts the store connections under mountpoint,
+// then the mount. A store first used in between gets a connection of
+// its own, which makes the mount busy: a few rounds let that settle.
+func unmountWithStores(mountpoint string) error {
+	for round := 0; ; round++ {
+		subs := storeConnsUnder(mountpoint)
+		for _, mi := range subs {
+			if err := unmount(mi.mountpoint); err != nil {
+				return err
+			}
+		}
+		err := unmount(mountpoint)
+		if err == nil || round == 3 || len(storeConnsUnder(mountpoint)) == 0 {
+			return err
+		}
+	}
+}
+
+// storeConnsUnder lists the store connections mounted under mountpoint,
+// deepest first.
+func storeConnsUnder(mountpoint string) []mountInfo {
+	var out []mountInfo
+	for _, mi := range mounts() {
+		if mi.fstype == storeConnType && strings.HasPrefix(mi.mountpoint, strings.TrimSuffix(mountpoint, "/")+"/") {
+			out = append(out, mi)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i].mountpoint) > len(out[j].mountpoint) })
+	return out
 }
 
 // servingPID reads the pid of the process serving the mount from its
