@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
 
 	"github.com/arrayfs/arrayfs/mountopts"
 	"github.com/arrayfs/arrayfs/store"
@@ -177,5 +179,38 @@ func TestReplaceWhileReading(t *testing.T) {
 		if engine.IsStageName(e.Name()) {
 			t.Fatalf("staged file left: %s", e.Name())
 		}
+	}
+}
+
+// TestTgidOf: a leader is its own group (the pidfd_open fast path), a
+// thread of it is in the leader's group (read from /proc).
+func TestTgidOf(t *testing.T) {
+	if got := tgidOf(os.Getpid()); got != os.Getpid() {
+		t.Fatalf("tgidOf(leader %d) = %d", os.Getpid(), got)
+	}
+	tids := make(chan int)
+	release := make(chan struct{})
+	for range 4 {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			tids <- unix.Gettid()
+			<-release
+		}()
+	}
+	seenThread := false
+	for range 4 {
+		tid := <-tids
+		if got := tgidOf(tid); got != os.Getpid() {
+			t.Errorf("tgidOf(thread %d) = %d, want %d", tid, got, os.Getpid())
+		}
+		seenThread = seenThread || tid != os.Getpid()
+	}
+	close(release)
+	if !seenThread {
+		t.Fatalf("no thread other than the leader to test")
+	}
+	if got := tgidOf(1 << 30); got != 0 {
+		t.Errorf("tgidOf(no such thread) = %d", got)
 	}
 }

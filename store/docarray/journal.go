@@ -2,6 +2,7 @@ package docarray
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -111,16 +112,20 @@ func (s *Store) journalOp(op docOp) {
 // have no new version left to write. s.mu held.
 func (s *Store) settleJournal(n int, at int64) {
 	s.journal = s.journal[n:]
-	pending := map[string]bool{}
-	for _, x := range s.ext {
-		if x.pending != nil || x.written != nil {
-			pending[x.key] = true
-		}
+	// Only the keys touched are looked at (not every document: this runs
+	// at every write-back, a copy into a big store makes many).
+	unsettled := func(i int32) bool {
+		x := s.ext[i]
+		return x != nil && (x.pending != nil || x.written != nil)
 	}
 	for key, t := range s.touched {
-		if t.at <= at && !pending[key] {
-			delete(s.touched, key)
+		if t.at > at {
+			continue
 		}
+		if i := s.find(key); i >= 0 && (unsettled(i) || slices.ContainsFunc(s.dups[i], unsettled)) {
+			continue
+		}
+		delete(s.touched, key)
 	}
 }
 

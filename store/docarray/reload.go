@@ -131,6 +131,7 @@ func (s *Store) reloadLocked(now [2]engine.FileSig) ([]Change, error) {
 			x.pending = x.written
 		}
 		x.written = nil
+		delete(s.unsettled, x)
 		if x.pending != nil || x.meta != nil || x.ino != 0 {
 			x.key = s.keyOf(i)
 			keep = append(keep, kept{i, x})

@@ -72,16 +72,20 @@ type Store struct {
 	nrec     int   // records in header.bin
 	bodySize int64 // the append position: always the end of body.bin
 
-	slots    []slot
-	byHash   *keyTable
-	collide  map[string]int32
-	ext      map[int32]*docExtra
-	inoOwner map[uint64]int32 // inode numbers that are not their key's default
-	dups     map[int32][]int32
-	recDirty map[int32]struct{}
-	creating map[string]*newDoc
-	live     int
-	hashed   map[string]string // shortened names of long keys -> key
+	slots   []slot
+	byHash  *keyTable
+	collide map[string]int32
+	ext     map[int32]*docExtra
+	// unsettled are the documents whose written (appended, record not
+	// yet durable) is set: a write-back settles them all, without a
+	// walk over every document.
+	unsettled map[*docExtra]struct{}
+	inoOwner  map[uint64]int32 // inode numbers that are not their key's default
+	dups      map[int32][]int32
+	recDirty  map[int32]struct{}
+	creating  map[string]*newDoc
+	live      int
+	hashed    map[string]string // shortened names of long keys -> key
 
 	// An adopted order (a .docarray marker written with an order): rank
 	// i is reserved for order[i] until every listed key is in place.

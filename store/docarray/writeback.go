@@ -136,9 +136,10 @@ func (s *Store) writeBackLocked(units []*engine.Unit) error {
 		}
 	}
 	s.mu.Lock()
-	for _, x := range s.ext {
+	for x := range s.unsettled {
 		x.written = nil
 	}
+	clear(s.unsettled)
 	s.settleJournal(r.journaled, r.at)
 	s.mu.Unlock()
 	if side := r.sidecar; len(side) > 0 && s.sidecar != nil {
@@ -270,6 +271,10 @@ func (s *Store) writeRound(units []*engine.Unit) (wbRound, error) {
 			x.pending = nil
 		}
 		x.written = it.v // until its record is durable
+		if s.unsettled == nil {
+			s.unsettled = map[*docExtra]struct{}{}
+		}
+		s.unsettled[x] = struct{}{}
 		s.recDirty[x.slot] = struct{}{}
 	}
 	s.replayed = false
