@@ -107,6 +107,12 @@ type Stats struct {
 		Array int64 `json:"array"` // of array data files (none when passed through)
 		View  int64 `json:"view"`  // of /.arrayfs/views files
 	} `json:"reads"`
+	// Memory is the daemon's budget (memory.go) and what the Go
+	// runtime holds, in bytes.
+	Memory struct {
+		Budget int64 `json:"budget"`
+		Go     int64 `json:"go"`
+	} `json:"memory"`
 }
 
 func (n *statsNode) snapshot() []byte {
@@ -119,6 +125,7 @@ func (n *statsNode) snapshot() []byte {
 		Dirdb:      n.fsys.ds.Dirdb().Stats(),
 	}
 	s.Reads.Array, s.Reads.View = n.fsys.reads.array.Load(), n.fsys.reads.view.Load()
+	s.Memory.Budget, s.Memory.Go = n.fsys.MemoryBudget(), goMemory()
 	b, _ := json.MarshalIndent(s, "", "  ")
 	return append(b, '\n')
 }

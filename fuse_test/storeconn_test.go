@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -176,4 +177,40 @@ func TestStoreConnectionsNeedReadOnly(t *testing.T) {
 	if isMounted(dir) {
 		t.Fatalf("something was mounted at %s", dir)
 	}
+}
+
+// TestMemoryBudget: stats.json reports the daemon's memory budget,
+// pool_bytes + 64 MiB + 64 bytes per document indexed, and the daemon
+// stays within it while the kernel learns every document.
+func TestMemoryBudget(t *testing.T) {
+	ds := t.TempDir()
+	pyOriginal(t, origPrelude+`
+dam = DocumentArrayMemmap(sys.argv[1])
+dam.extend(Document(id='m%04d' % i, text='x' * 500) for i in range(2000))
+dam.flush()
+`, filepath.Join(ds, "docs"))
+	m := mount(t, ds, "pool_bytes=8M")
+	if n := len(docBytes(t, m.Path("docs"))); n != 2000 {
+		t.Fatalf("%d documents", n)
+	}
+	var st struct {
+		Memory struct{ Budget, Go int64 } `json:"memory"`
+	}
+	if err := json.Unmarshal(mustRead(t, m.Path(".arrayfs/stats.json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(8<<20 + 64<<20 + 64*2000); st.Memory.Budget != want {
+		t.Errorf("memory budget %d, want %d (8M + 64M + 64 B x 2000 documents)", st.Memory.Budget, want)
+	}
+	status := readFile(filepath.Join("/proc", strconv.Itoa(m.PID), "status"))
+	var anonKiB int64
+	for _, line := range strings.Split(status, "\n") {
+		if strings.HasPrefix(line, "RssAnon:") {
+			anonKiB, _ = strconv.ParseInt(strings.Fields(line)[1], 10, 64)
+		}
+	}
+	if anonKiB == 0 || anonKiB<<10 > st.Memory.Budget || st.Memory.Go <= 0 || st.Memory.Go > st.Memory.Budget {
+		t.Errorf("RssAnon %d KiB, Go runtime %d bytes: not within the budget %d", anonKiB, st.Memory.Go, st.Memory.Budget)
+	}
+	m.Unmount()
 }

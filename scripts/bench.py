@@ -57,6 +57,13 @@ def timed(fn):
     return time.perf_counter() - t
 
 
+T0 = time.time()
+
+
+def section(name):
+    print("%s (at %.0f s)" % (name, time.time() - T0), file=sys.stderr)
+
+
 def row(case, unit, values, target=None, higher=True, ref=None):
     """values: system -> figure. The ratio says how arrayfs does against
     the reference (ref, else the first other system): arrayfs / reference
@@ -270,7 +277,7 @@ ideal = Peer("ideal", [IDEALFS, "-n", str(NDOCS), "-size", "1008"])
 ideal_no = Peer("ideal-noopen", [IDEALFS, "-noopen", "-n", str(NDOCS), "-size", "1008"])
 inames = sorted(os.listdir(ideal.dir))
 try:
-    print("arrays (%d MiB)" % ARRAY_MIB, file=sys.stderr)
+    section("arrays (%d MiB)" % ARRAY_MIB)
     for bs, label in ((1 << 20, "1M"), (128 << 10, "128K")):
         first = []
         for _ in range(RUNS):
@@ -303,7 +310,7 @@ try:
     row("dd write + fsync into the .array", "MB/s",
         {"arrayfs": median(lambda: dd_write(os.path.join(rw.dir, array)), 3), "direct": median(lambda: dd_write(os.path.join(ds, array)), 3)}, 0.5)
 
-    print("documents (%d of ~1 KiB)" % NDOCS, file=sys.stderr)
+    section("documents (%d of ~1 KiB)" % NDOCS)
     # A loop over 100,000 documents takes 5-15 s: medians of 3 keep the
     # default run under 15 minutes.
     DRUNS = min(RUNS, 3)
@@ -329,10 +336,13 @@ try:
     row("documents, 4 reader processes against one (ro)", "docs/s",
         {"arrayfs": median(lambda: parallel_loop(d, names), 3), "one process": one}, 1.5)
 
-    print("listing", file=sys.stderr)
+    section("listing")
+    # idealfs: what ls -l costs on any go-fuse file system (two GETXATTR
+    # round trips per entry, for its ACL and security label).
     row("ls -l of the store", "s",
         {"arrayfs": median(lambda: timed(lambda: sh("ls", "-l", os.path.join(rw.dir, "docs"))), 3),
-         "plain files": median(lambda: timed(lambda: sh("ls", "-l", plain)), 3)}, 0.5, higher=False)
+         "plain files": median(lambda: timed(lambda: sh("ls", "-l", plain)), 3),
+         "idealfs": median(lambda: timed(lambda: sh("ls", "-l", ideal.dir)), 3)}, 0.5, higher=False)
     cp1, cp2 = os.path.join(W, "copy-docs"), os.path.join(W, "copy-plain")
     sh("rsync", "-a", os.path.join(rw.dir, "docs") + "/", cp1 + "/")
     sh("rsync", "-a", plain + "/", cp2 + "/")
@@ -340,7 +350,7 @@ try:
         {"arrayfs": median(lambda: timed(lambda: sh("rsync", "-a", os.path.join(rw.dir, "docs") + "/", cp1 + "/"))),
          "plain files": median(lambda: timed(lambda: sh("rsync", "-a", plain + "/", cp2 + "/")))}, 0.5, higher=False)
 
-    print("writes", file=sys.stderr)
+    section("writes")
     lbsrc = os.path.join(W, "lb-src")
     os.makedirs(lbsrc, exist_ok=True)
     lbm = os.path.join(W, "loopback")
@@ -388,7 +398,7 @@ try:
     subprocess.run(["umount", lbm])
     lbp.wait(timeout=30)
 
-    print("scale", file=sys.stderr)
+    section("scale")
     stop.set()
     peak = rss["peak"]
     row("peak RssAnon of the daemon through the cases above (pool_bytes=64M)", "MiB",
@@ -422,16 +432,17 @@ finally:
             subprocess.run(["umount", "-l", m.dir])
 
 version = subprocess.run([ARRAYFS, "version"], capture_output=True, text=True).stdout.strip()
-head = "Measured %s on %s (%s, %d CPUs), %s; median of %d runs, systems alternating%s." % (
+head = "Measured %s on %s (%s, %d CPUs), %s; median of %d runs, systems alternating%s; the run took %.1f minutes." % (
     datetime.date.today().isoformat(), platform.node() or "this machine", platform.release(), os.cpu_count(),
-    version, RUNS, ", --quick sizes" if a.quick else "")
+    version, RUNS, ", --quick sizes" if a.quick else "", (time.time() - T0) / 60)
 print(head)
 print()
-print("| case | unit | arrayfs | reference | ratio | target |")
-print("|---|---|---:|---|---:|---:|")
+print("| case | unit | arrayfs | reference | ratio | target | also measured |")
+print("|---|---|---:|---|---:|---:|---|")
 for r in results:
     refv = r["values"][r["reference"]]
     tgt = "" if r["target"] is None else ("%.2g" % r["target"])
-    print("| %s | %s | %.4g | %s %.4g | %.2f | %s |" % (r["case"], r["unit"], r["values"]["arrayfs"], r["reference"], refv, r["ratio"], tgt))
+    also = ", ".join("%s %.4g" % (k, v) for k, v in r["values"].items() if k not in ("arrayfs", r["reference"]))
+    print("| %s | %s | %.4g | %s %.4g | %.2f | %s | %s |" % (r["case"], r["unit"], r["values"]["arrayfs"], r["reference"], refv, r["ratio"], tgt, also))
 if a.json:
     json.dump({"header": head, "results": results}, open(a.json, "w"), indent=1)

@@ -302,6 +302,7 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 	if opts.StoreConnections {
 		fsys.ServeStoreConnections(mountpoint, mo)
 	}
+	fsys.KeepMemoryBudget()
 	ds.Pool().StartTimer(opts.Writeback, func(err error) { logger.Printf("periodic write-back: %v", err) })
 	logger.Printf("mounted %s at %s (%s)", ds.Root(), mountpoint, opts)
 	if opts.AllowOther && !opts.CheckPermissions() {

@@ -275,6 +275,19 @@ func (d *Stores) Sync() error {
 	return first
 }
 
+// Indexed is the number of document slots the open stores index (one
+// per header record, and per document not yet written back): what the
+// memory they hold grows with.
+func (d *Stores) Indexed() int {
+	n := 0
+	for _, s := range d.storeList() {
+		s.mu.RLock()
+		n += len(s.slots)
+		s.mu.RUnlock()
+	}
+	return n
+}
+
 func (d *Stores) storeList() []*Store {
 	d.mu.Lock()
 	defer d.mu.Unlock()
