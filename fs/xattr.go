@@ -84,6 +84,11 @@ func (n *docNode) xattrs() ([]engine.Xattr, syscall.Errno) {
 }
 
 func (n *docNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if !strings.HasPrefix(attr, engine.XattrPrefix) {
+		// Only derived names exist. ls -l asks every file for its
+		// security label and ACL: no decoding of the document for that.
+		return 0, syscall.ENODATA
+	}
 	xs, errno := n.xattrs()
 	if errno != 0 {
 		return 0, errno
