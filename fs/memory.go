@@ -18,6 +18,10 @@ import (
 const (
 	memoryBase   = 64 << 20
 	memoryPerDoc = 64
+	// memoryHeadroom is kept below the budget in the soft limit: the
+	// runtime overshoots its limit a little while it collects, and
+	// some of the daemon's memory is not the heap's to give back.
+	memoryHeadroom = 16 << 20
 )
 
 // MemoryBudget is the budget now.
@@ -31,10 +35,11 @@ func (f *FS) KeepMemoryBudget() {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	debug.SetMemoryLimit(f.MemoryBudget())
+	set := func() { debug.SetMemoryLimit(f.MemoryBudget() - memoryHeadroom) }
+	set()
 	go func() {
 		for range time.Tick(time.Second) {
-			debug.SetMemoryLimit(f.MemoryBudget())
+			set()
 		}
 	}()
 }
