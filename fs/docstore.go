@@ -288,8 +288,14 @@ func (f *FS) docsChanged(dir *gofs.Inode, dirRel string, changes []docarray.Chan
 	}
 	s := f.ds.Docs().Store(dirRel)
 	for name, ch := range dir.Children() {
-		if name == docarray.MarkerName {
+		switch ch.Operations().(type) {
+		case *markerNode:
 			ch.NotifyContent(0, 0)
+			continue
+		case *docNode:
+		default:
+			// A plain file or directory: the directory is no store (or
+			// no longer one); its names are not the store's to drop.
 			continue
 		}
 		e, err := docarray.Entry{}, error(syscall.ENOENT)
@@ -297,6 +303,9 @@ func (f *FS) docsChanged(dir *gofs.Inode, dirRel string, changes []docarray.Chan
 			e, err = s.Lookup(name)
 		}
 		switch {
+		case err != nil && s == nil:
+			// No store here now: the name may be a plain file.
+			dir.NotifyEntry(name)
 		case err != nil:
 			dir.NotifyDelete(name, ch)
 		case e.Ino != ch.StableAttr().Ino:

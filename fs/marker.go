@@ -167,6 +167,7 @@ func (n *markerNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, u
 		// writing to it is a new attempt to make this directory a store.
 		h := &markerWriteHandle{fsys: n.fsys, node: n, dir: d, meta: callerMeta(ctx, 0o644), dirty: true}
 		h.writers.wrote(ctx)
+		n.fresh.add(ctx, h) // its O_TRUNC comes as a SETATTR (opentrunc.go)
 		n.mu.Lock()
 		n.creating = h
 		n.mu.Unlock()

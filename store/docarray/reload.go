@@ -93,7 +93,9 @@ func (s *Store) recheck() (gone, settled bool) {
 		return false, true
 	}
 	s.ds.notifyDocs(s.Rel(), changes)
+	s.mu.RLock() // the journal changes under requests' writes
 	repair = !s.readOnly && (s.tailUnsafe || s.headerTrailing || len(s.journal) > 0 || s.replayed)
+	s.mu.RUnlock()
 	return false, true
 }
 
