@@ -257,28 +257,23 @@ func (n *dirNode) notifyEntries(names ...string) {
 // arrayfs's back: drop what the kernel caches of the names it knows in
 // that directory. It runs in its own goroutine.
 func (f *FS) onDocChanges(dirRel string, changes []docarray.Change) {
+	s := f.ds.Docs().Store(dirRel)
 	if c := f.conns; c != nil {
 		if sub := c.connFor(dirRel); sub != nil {
-			sub.docsChanged(sub.root.EmbeddedInode(), dirRel, changes)
+			sub.docsChanged(sub.root.EmbeddedInode(), s, changes)
 		}
-		if f.ds.Docs().Store(dirRel) == nil {
+		if s == nil {
 			c.storeGone(dirRel)
 		}
 	}
-	dir := f.root.EmbeddedInode()
-	if dirRel != "" && dirRel != "." {
-		for _, c := range strings.Split(dirRel, "/") {
-			if dir = dir.GetChild(c); dir == nil {
-				return // nothing of it is cached
-			}
-		}
+	if dir := f.cachedInode(splitRel(dirRel)); dir != nil {
+		f.docsChanged(dir, s, changes)
 	}
-	f.docsChanged(dir, dirRel, changes)
 }
 
-// docsChanged tells the kernel what changed in the store directory
-// dir (at dirRel) of this connection.
-func (f *FS) docsChanged(dir *gofs.Inode, dirRel string, changes []docarray.Change) {
+// docsChanged tells the kernel what changed in the directory dir of
+// this connection, whose store is now s (nil: none).
+func (f *FS) docsChanged(dir *gofs.Inode, s *docarray.Store, changes []docarray.Change) {
 	changed := map[string]bool{}
 	for _, c := range changes {
 		changed[c.Name] = true
@@ -286,7 +281,6 @@ func (f *FS) docsChanged(dir *gofs.Inode, dirRel string, changes []docarray.Chan
 			dir.NotifyEntry(c.Name)
 		}
 	}
-	s := f.ds.Docs().Store(dirRel)
 	for name, ch := range dir.Children() {
 		switch ch.Operations().(type) {
 		case *markerNode:

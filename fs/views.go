@@ -321,13 +321,21 @@ func (f *FS) viewWrote(w engine.WritableContent) {
 	if rel == "" {
 		return
 	}
+	if in := f.cachedInode(splitRel(rel)); in != nil {
+		go in.NotifyContent(0, 0)
+	}
+}
+
+// cachedInode is the inode at the path of names from the root, if the
+// kernel knows every name on the way (only those are in the tree).
+func (f *FS) cachedInode(names []string) *gofs.Inode {
 	in := f.root.EmbeddedInode()
-	for _, name := range splitRel(rel) {
+	for _, name := range names {
 		if in = in.GetChild(name); in == nil {
-			return
+			return nil
 		}
 	}
-	go in.NotifyContent(0, 0)
+	return in
 }
 
 // splitRel is the names of a dataset-relative path.
@@ -344,16 +352,7 @@ func splitRel(rel string) []string {
 // may keep a view's name for up to a clock tick past its (nanosecond)
 // timeout. Only names the kernel has looked up are in the tree.
 func (f *FS) viewsChanged(dirRel string) {
-	in := f.root.EmbeddedInode().GetChild(reservedDir)
-	if in != nil {
-		in = in.GetChild(viewsName)
-	}
-	for _, name := range splitRel(dirRel) {
-		if in == nil {
-			return
-		}
-		in = in.GetChild(name)
-	}
+	in := f.cachedInode(append([]string{reservedDir, viewsName}, splitRel(dirRel)...))
 	if in == nil {
 		return
 	}

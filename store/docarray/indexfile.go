@@ -143,24 +143,29 @@ type indexReader struct {
 	err error
 }
 
-func (r *indexReader) u64() uint64 {
-	if r.err != nil || len(r.b) < 8 {
+// take returns the next n bytes, or nil once anything is missing.
+func (r *indexReader) take(n int) []byte {
+	if r.err != nil || len(r.b) < n {
 		r.err = io.ErrUnexpectedEOF
-		return 0
+		return nil
 	}
-	v := binary.LittleEndian.Uint64(r.b)
-	r.b = r.b[8:]
+	v := r.b[:n]
+	r.b = r.b[n:]
 	return v
 }
 
-func (r *indexReader) u32() uint32 {
-	if r.err != nil || len(r.b) < 4 {
-		r.err = io.ErrUnexpectedEOF
-		return 0
+func (r *indexReader) u64() uint64 {
+	if b := r.take(8); b != nil {
+		return binary.LittleEndian.Uint64(b)
 	}
-	v := binary.LittleEndian.Uint32(r.b)
-	r.b = r.b[4:]
-	return v
+	return 0
+}
+
+func (r *indexReader) u32() uint32 {
+	if b := r.take(4); b != nil {
+		return binary.LittleEndian.Uint32(b)
+	}
+	return 0
 }
 
 // count reads a length that each of its items needs at least min bytes
@@ -177,14 +182,7 @@ func (r *indexReader) count(min int) int {
 }
 
 func (r *indexReader) str() string {
-	n := r.count(1)
-	if r.err != nil || len(r.b) < n {
-		r.err = io.ErrUnexpectedEOF
-		return ""
-	}
-	v := string(r.b[:n])
-	r.b = r.b[n:]
-	return v
+	return string(r.take(r.count(1)))
 }
 
 // loadSavedIndex reads the saved index into s, if it is valid for the
