@@ -33,7 +33,7 @@ func (n *fileNode) openDirdb(ctx context.Context, f *dirdb.File, flags uint32) (
 		if err != nil {
 			return nil, 0, n.fsys.errno(err)
 		}
-		return &dirdbReadHandle{viewHandle[*dirdb.Snapshot]{snap}}, fuse.FOPEN_DIRECT_IO, 0
+		return &dirdbReadHandle{viewHandle[*dirdb.Snapshot]{snap}, n.fsys, f.Rel()}, fuse.FOPEN_DIRECT_IO, 0
 	}
 	w, err := f.NewWriter(ctx, flags&syscall.O_TRUNC != 0, flags&syscall.O_APPEND != 0)
 	if err != nil {
@@ -260,12 +260,25 @@ func (n *fileNode) replacedNow() {
 // dirdbReadHandle is a member opened for reading: its snapshot.
 type dirdbReadHandle struct {
 	viewHandle[*dirdb.Snapshot]
+	fsys *FS
+	rel  string
 }
 
 var (
 	_ gofs.FileReader   = (*dirdbReadHandle)(nil)
 	_ gofs.FileReleaser = (*dirdbReadHandle)(nil)
+	_ gofs.FileFsyncer  = (*dirdbReadHandle)(nil)
 )
+
+// Fsync through a descriptor open for reading makes durable what it
+// reads: a version published at a close is renamed in at once but made
+// durable later (engine/dirsync.go), as ext4 does with a close.
+func (h *dirdbReadHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if err := h.fsys.back.SyncDirs(); err != nil {
+		return h.fsys.errno(&engine.Error{Path: h.rel, Op: "fsync", Reason: err.Error(), Errno: engine.ErrnoOf(err)})
+	}
+	return 0
+}
 
 // dirdbWriteHandle is a member opened for writing: reads and writes go
 // to its pending version, published at the close of its last writer or

@@ -113,6 +113,9 @@ type Stats struct {
 		Budget int64 `json:"budget"`
 		Go     int64 `json:"go"`
 	} `json:"memory"`
+	// UnsyncedDirs is how many directories hold renames of published
+	// versions not yet made durable (store/engine/dirsync.go).
+	UnsyncedDirs int `json:"unsynced_dirs"`
 }
 
 func (n *statsNode) snapshot() []byte {
@@ -126,6 +129,7 @@ func (n *statsNode) snapshot() []byte {
 	}
 	s.Reads.Array, s.Reads.View = n.fsys.reads.array.Load(), n.fsys.reads.view.Load()
 	s.Memory.Budget, s.Memory.Go = n.fsys.MemoryBudget(), goMemory()
+	s.UnsyncedDirs = n.fsys.back.UnsyncedDirs()
 	b, _ := json.MarshalIndent(s, "", "  ")
 	return append(b, '\n')
 }

@@ -462,3 +462,86 @@ except OSError as e:
 		t.Errorf("no log line for the refused write:\n%s", log)
 	}
 }
+
+// TestDirdbRenamesDurableAtFsync: a version published at close(2) is in
+// the backing file at once, and the rename that put it there is made
+// durable by the next fsync(2) of any handle (also one open for
+// reading), a directory's fsync, or the periodic write-back; never
+// later than those.
+func TestDirdbRenamesDurableAtFsync(t *testing.T) {
+	ds := fixture(t, "dirdb/db")
+	m := mount(t, ds, "writeback=1h")
+	if n := m.stats().UnsyncedDirs; n != 0 {
+		t.Fatalf("unsynced_dirs = %d right after mount, want 0", n)
+	}
+	value := func(i int) []byte { return []byte{0x80, 0x04, 'K', byte(i), '.'} } // pickle of int i
+	write := func(name string, i int) {
+		t.Helper()
+		if err := os.WriteFile(m.Path(name), value(i), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustRead(t, m.Backing(name)); string(got) != string(value(i)) {
+			t.Fatalf("%s on disk after close = %q, want %q", name, got, value(i))
+		}
+	}
+	unsynced := func(when string, want int) {
+		t.Helper()
+		if n := m.stats().UnsyncedDirs; n != want {
+			t.Errorf("%s: unsynced_dirs = %d, want %d", when, n, want)
+		}
+	}
+
+	write("set-000.pickle", 1)
+	write("set-003.pickle", 2)
+	unsynced("after two closes in one directory", 1)
+	f, err := os.Open(m.Path("set-000.pickle"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync through a descriptor open for reading: %v", err)
+	}
+	f.Close()
+	unsynced("after fsync of a reader", 0)
+
+	// fsync of the writer itself, before its close: nothing left after.
+	w, err := os.OpenFile(m.Path("set-003.pickle"), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(value(3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Sync(); err != nil {
+		t.Fatalf("fsync of the writer: %v", err)
+	}
+	unsynced("after fsync of the writer", 0)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	unsynced("after the close of a writer with nothing new since its fsync", 0)
+
+	write("set-007.pickle", 4)
+	unsynced("after a close", 1)
+	d, err := os.Open(m.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(); err != nil {
+		t.Fatalf("fsync of the mount's root: %v", err)
+	}
+	d.Close()
+	unsynced("after fsync of a directory", 0)
+	m.Unmount()
+
+	// The periodic write-back does it too.
+	m = mount(t, ds, "writeback=50ms")
+	write("set-000.pickle", 5)
+	deadline := time.Now().Add(10 * time.Second)
+	for m.stats().UnsyncedDirs != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the periodic write-back left a published rename not durable for 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -30,6 +30,7 @@ p.add_argument("--json", help="write the results there")
 p.add_argument("--array-mib", type=int)
 p.add_argument("--docs", type=int)
 p.add_argument("--runs", type=int)
+p.add_argument("--only", help="comma-separated sections to run (arrays, documents, listing, writes, scale); all by default")
 a = p.parse_args()
 ARRAY_MIB = a.array_mib or (64 if a.quick else 2048)
 NDOCS = a.docs or (2000 if a.quick else 100_000)
@@ -53,6 +54,7 @@ def alternate(fns, runs=RUNS):
     for _ in range(runs):
         for k, fn in fns.items():
             vals[k].append(fn())
+    print("    runs: " + "; ".join("%s %s" % (k, " ".join("%.4g" % x for x in v)) for k, v in vals.items()), file=sys.stderr)
     return {k: statistics.median(v) for k, v in vals.items()}
 
 
@@ -63,6 +65,16 @@ def timed(fn):
 
 
 T0 = time.time()
+
+
+SECTIONS = ("arrays", "documents", "listing", "writes", "scale")
+ONLY = set(a.only.split(",")) if a.only else set(SECTIONS)
+if ONLY - set(SECTIONS):
+    raise SystemExit("--only: unknown section %s" % ", ".join(sorted(ONLY - set(SECTIONS))))
+
+
+def wanted(name):
+    return name in ONLY
 
 
 def section(name):
@@ -282,159 +294,164 @@ ideal = Peer("ideal", [IDEALFS, "-n", str(NDOCS), "-size", "1008"])
 ideal_no = Peer("ideal-noopen", [IDEALFS, "-noopen", "-n", str(NDOCS), "-size", "1008"])
 inames = sorted(os.listdir(ideal.dir))
 try:
-    section("arrays (%d MiB)" % ARRAY_MIB)
-    direct_read = lambda bs: lambda: mbps(os.path.join(ds, array), bs)
-    for bs, label in ((1 << 20, "1M"), (128 << 10, "128K")):
-        for m, kind in ((rw, "rw mount"), (ro, "ro mount, passthrough")):
-            def first_read(m=m, bs=bs):
+    if wanted("arrays"):
+        section("arrays (%d MiB)" % ARRAY_MIB)
+        direct_read = lambda bs: lambda: mbps(os.path.join(ds, array), bs)
+        for bs, label in ((1 << 20, "1M"), (128 << 10, "128K")):
+            for m, kind in ((rw, "rw mount"), (ro, "ro mount, passthrough")):
+                def first_read(m=m, bs=bs):
+                    m.remount()
+                    return mbps(os.path.join(m.dir, array), bs)
+                row(".array first read after mount, dd bs=%s (%s)" % (label, kind), "MB/s",
+                    alternate({"arrayfs": first_read, "direct": direct_read(bs)}), 0.8)
+            row(".array re-read, dd bs=%s (rw)" % label, "MB/s",
+                alternate({"arrayfs": lambda: mbps(os.path.join(rw.dir, array), bs), "direct": direct_read(bs)}), 0.8)
+            npy = os.path.join(rw.dir, ".arrayfs/views/cell,gene#X/data.npy")
+            row("data.npy read, dd bs=%s (every read is a first read)" % label, "MB/s",
+                alternate({"arrayfs": lambda: mbps(npy, bs), "direct": direct_read(bs)}), 0.5)
+        emb = os.path.join(rw.dir, ".arrayfs/views/docs/embeddings.npy")
+        edirect = os.path.join(W, "embeddings-direct.npy")
+        esize = os.path.getsize(edirect)
+        row("embeddings.npy of the %d-document store, read (direct: the same array as a .npy)" % NDOCS, "MB/s",
+            alternate({"arrayfs": lambda: esize / 1e6 / timed(lambda: read_seq(emb, 1 << 20)),
+                       "direct": lambda: esize / 1e6 / timed(lambda: read_seq(edirect, 1 << 20))}))
+        for m, kind in ((rw, "rw"), (ro, "ro")):
+            row("numpy memmap sum of the .array (%s)" % kind, "MB/s",
+                alternate({"arrayfs": lambda: memmap_sum(os.path.join(m.dir, array)), "direct": lambda: memmap_sum(os.path.join(ds, array))}), 0.8)
+        row("random 4 KiB preads, 2 threads (rw)", "IOPS",
+            alternate({"arrayfs": lambda: random_iops(os.path.join(rw.dir, array)), "direct": lambda: random_iops(os.path.join(ds, array))}), 0.5)
+        row("dd write + fsync into the .array", "MB/s",
+            alternate({"arrayfs": lambda: dd_write(os.path.join(rw.dir, array)), "direct": lambda: dd_write(os.path.join(ds, array))}), 0.5)
+
+    if wanted("documents"):
+        section("documents (%d of ~1 KiB)" % NDOCS)
+        # Each reference is measured once, beside the row that uses it:
+        # plain files and idealfs -noopen with the ro rows, idealfs with
+        # the rw ones (which keeps the default run under 15 minutes).
+        for m, kind in ((ro, "ro"), (rw, "rw")):
+            d = os.path.join(m.dir, "docs")
+
+            def first_pass(m=m, d=d):
                 m.remount()
-                return mbps(os.path.join(m.dir, array), bs)
-            row(".array first read after mount, dd bs=%s (%s)" % (label, kind), "MB/s",
-                alternate({"arrayfs": first_read, "direct": direct_read(bs)}), 0.8)
-        row(".array re-read, dd bs=%s (rw)" % label, "MB/s",
-            alternate({"arrayfs": lambda: mbps(os.path.join(rw.dir, array), bs), "direct": direct_read(bs)}), 0.8)
-        npy = os.path.join(rw.dir, ".arrayfs/views/cell,gene#X/data.npy")
-        row("data.npy read, dd bs=%s (every read is a first read)" % label, "MB/s",
-            alternate({"arrayfs": lambda: mbps(npy, bs), "direct": direct_read(bs)}), 0.5)
-    emb = os.path.join(rw.dir, ".arrayfs/views/docs/embeddings.npy")
-    edirect = os.path.join(W, "embeddings-direct.npy")
-    esize = os.path.getsize(edirect)
-    row("embeddings.npy of the %d-document store, read (direct: the same array as a .npy)" % NDOCS, "MB/s",
-        alternate({"arrayfs": lambda: esize / 1e6 / timed(lambda: read_seq(emb, 1 << 20)),
-                   "direct": lambda: esize / 1e6 / timed(lambda: read_seq(edirect, 1 << 20))}))
-    for m, kind in ((rw, "rw"), (ro, "ro")):
-        row("numpy memmap sum of the .array (%s)" % kind, "MB/s",
-            alternate({"arrayfs": lambda: memmap_sum(os.path.join(m.dir, array)), "direct": lambda: memmap_sum(os.path.join(ds, array))}), 0.8)
-    row("random 4 KiB preads, 2 threads (rw)", "IOPS",
-        alternate({"arrayfs": lambda: random_iops(os.path.join(rw.dir, array)), "direct": lambda: random_iops(os.path.join(ds, array))}), 0.5)
-    row("dd write + fsync into the .array", "MB/s",
-        alternate({"arrayfs": lambda: dd_write(os.path.join(rw.dir, array)), "direct": lambda: dd_write(os.path.join(ds, array))}), 0.5)
+                return open_loop(d, names, "builtin")
+            refs = {"idealfs-noopen": lambda: open_loop(ideal_no.dir, inames, "builtin"),
+                    "plain files": lambda: open_loop(plain, names, "builtin")} if kind == "ro" else \
+                   {"idealfs": lambda: open_loop(ideal.dir, inames, "builtin")}
+            v = alternate(dict({"first": first_pass, "arrayfs": lambda: open_loop(d, names, "builtin")}, **refs))
+            first = v.pop("first")
+            row("documents, builtin open() loop, %s mount, steady" % kind, "docs/s", v, 0.9 if kind == "ro" else 2,
+                ref="idealfs-noopen" if kind == "ro" else "idealfs")
+            row("documents, first pass after mount against steady state, %s" % kind, "docs/s",
+                {"arrayfs": first, "steady": v["arrayfs"]}, 0.5)
+            refs = {"idealfs-noopen": lambda: open_loop(ideal_no.dir, inames, "os")} if kind == "ro" else {}
+            row("documents, os.open loop, %s mount" % kind, "docs/s",
+                alternate(dict({"arrayfs": lambda: open_loop(d, names, "os")}, **refs, **{"plain files": lambda: open_loop(plain, names, "os")})),
+                0.5 if kind == "ro" else None)
+        # One process: the ro mount's steady state, measured above.
+        d = os.path.join(ro.dir, "docs")
+        one = [r for r in results if r["case"] == "documents, builtin open() loop, ro mount, steady"][0]["values"]["arrayfs"]
+        row("documents, 4 reader processes against one (ro)", "docs/s",
+            {"arrayfs": statistics.median(parallel_loop(d, names) for _ in range(RUNS)), "one process": one}, 1.5)
 
-    section("documents (%d of ~1 KiB)" % NDOCS)
-    # Each reference is measured once, beside the row that uses it:
-    # plain files and idealfs -noopen with the ro rows, idealfs with
-    # the rw ones (which keeps the default run under 15 minutes).
-    for m, kind in ((ro, "ro"), (rw, "rw")):
-        d = os.path.join(m.dir, "docs")
+    if wanted("listing"):
+        section("listing")
+        # idealfs: what ls -l costs on any go-fuse file system (two GETXATTR
+        # round trips per entry, for its ACL and security label).
+        v = alternate({"arrayfs": lambda: timed(lambda: sh("ls", "-l", os.path.join(rw.dir, "docs"))),
+                       "plain files": lambda: timed(lambda: sh("ls", "-l", plain))})
+        v["idealfs (one run)"] = timed(lambda: sh("ls", "-l", ideal.dir))
+        row("ls -l of the store", "s", v, 0.5, higher=False, ref="plain files")
+        cp1, cp2 = os.path.join(W, "copy-docs"), os.path.join(W, "copy-plain")
+        sh("rsync", "-a", os.path.join(rw.dir, "docs") + "/", cp1 + "/")
+        sh("rsync", "-a", plain + "/", cp2 + "/")
+        row("no-op rsync -a of the store", "s",
+            alternate({"arrayfs": lambda: timed(lambda: sh("rsync", "-a", os.path.join(rw.dir, "docs") + "/", cp1 + "/")),
+                       "plain files": lambda: timed(lambda: sh("rsync", "-a", plain + "/", cp2 + "/"))}), 0.5, higher=False)
 
-        def first_pass(m=m, d=d):
-            m.remount()
-            return open_loop(d, names, "builtin")
-        refs = {"idealfs-noopen": lambda: open_loop(ideal_no.dir, inames, "builtin"),
-                "plain files": lambda: open_loop(plain, names, "builtin")} if kind == "ro" else \
-               {"idealfs": lambda: open_loop(ideal.dir, inames, "builtin")}
-        v = alternate(dict({"first": first_pass, "arrayfs": lambda: open_loop(d, names, "builtin")}, **refs))
-        first = v.pop("first")
-        row("documents, builtin open() loop, %s mount, steady" % kind, "docs/s", v, 0.9 if kind == "ro" else 2,
-            ref="idealfs-noopen" if kind == "ro" else "idealfs")
-        row("documents, first pass after mount against steady state, %s" % kind, "docs/s",
-            {"arrayfs": first, "steady": v["arrayfs"]}, 0.5)
-        refs = {"idealfs-noopen": lambda: open_loop(ideal_no.dir, inames, "os")} if kind == "ro" else {}
-        row("documents, os.open loop, %s mount" % kind, "docs/s",
-            alternate(dict({"arrayfs": lambda: open_loop(d, names, "os")}, **refs, **{"plain files": lambda: open_loop(plain, names, "os")})),
-            0.5 if kind == "ro" else None)
-    # One process: the ro mount's steady state, measured above.
-    d = os.path.join(ro.dir, "docs")
-    one = [r for r in results if r["case"] == "documents, builtin open() loop, ro mount, steady"][0]["values"]["arrayfs"]
-    row("documents, 4 reader processes against one (ro)", "docs/s",
-        {"arrayfs": statistics.median(parallel_loop(d, names) for _ in range(RUNS)), "one process": one}, 1.5)
+    if wanted("writes"):
+        section("writes")
+        lbsrc = os.path.join(W, "lb-src")
+        os.makedirs(lbsrc, exist_ok=True)
+        lbm = os.path.join(W, "loopback")
+        os.makedirs(lbm, exist_ok=True)
+        lbp = subprocess.Popen([LOOPBACK] + (["-directmount"] if ROOT else []) + [lbm, lbsrc],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            if os.path.ismount(lbm):
+                break
+            time.sleep(0.05)
+        doc = docs[0][1]
 
-    section("listing")
-    # idealfs: what ls -l costs on any go-fuse file system (two GETXATTR
-    # round trips per entry, for its ACL and security label).
-    v = alternate({"arrayfs": lambda: timed(lambda: sh("ls", "-l", os.path.join(rw.dir, "docs"))),
-                   "plain files": lambda: timed(lambda: sh("ls", "-l", plain))})
-    v["idealfs (one run)"] = timed(lambda: sh("ls", "-l", ideal.dir))
-    row("ls -l of the store", "s", v, 0.5, higher=False, ref="plain files")
-    cp1, cp2 = os.path.join(W, "copy-docs"), os.path.join(W, "copy-plain")
-    sh("rsync", "-a", os.path.join(rw.dir, "docs") + "/", cp1 + "/")
-    sh("rsync", "-a", plain + "/", cp2 + "/")
-    row("no-op rsync -a of the store", "s",
-        alternate({"arrayfs": lambda: timed(lambda: sh("rsync", "-a", os.path.join(rw.dir, "docs") + "/", cp1 + "/")),
-                   "plain files": lambda: timed(lambda: sh("rsync", "-a", plain + "/", cp2 + "/"))}), 0.5, higher=False)
+        def creates(d, n=NCREATE):
+            os.makedirs(d, exist_ok=True)
+            if d.startswith(rw.dir):
+                open(os.path.join(d, ".docarray"), "w").write("key_length: 36\n")
 
-    section("writes")
-    lbsrc = os.path.join(W, "lb-src")
-    os.makedirs(lbsrc, exist_ok=True)
-    lbm = os.path.join(W, "loopback")
-    os.makedirs(lbm, exist_ok=True)
-    lbp = subprocess.Popen([LOOPBACK] + (["-directmount"] if ROOT else []) + [lbm, lbsrc],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        if os.path.ismount(lbm):
-            break
-        time.sleep(0.05)
-    doc = docs[0][1]
+            def go():
+                for i in range(n):
+                    with open(os.path.join(d, "c%06d" % i), "wb") as f:
+                        f.write(doc)
+            return n / timed(go)
 
-    def creates(d, n=NCREATE):
-        os.makedirs(d, exist_ok=True)
-        if d.startswith(rw.dir):
-            open(os.path.join(d, ".docarray"), "w").write("key_length: 36\n")
+        k = [0]
 
-        def go():
-            for i in range(n):
-                with open(os.path.join(d, "c%06d" % i), "wb") as f:
-                    f.write(doc)
-        return n / timed(go)
+        def fresh(base):
+            k[0] += 1
+            return os.path.join(base, "new%d" % k[0])
 
-    k = [0]
+        row("creating 1 KiB documents one by one", "files/s",
+            alternate({"arrayfs": lambda: creates(fresh(rw.dir)), "loopback": lambda: creates(fresh(lbm))}), 0.5)
+        os.makedirs(os.path.join(lbm, "db"), exist_ok=True)
+        for i in range(NDIRDB):
+            open(os.path.join(lbsrc, "db", "e%05d.pickle" % i), "wb").write(b"\x80\x04" + payload[:1000] + b".")
 
-    def fresh(base):
-        k[0] += 1
-        return os.path.join(base, "new%d" % k[0])
+        def rewrite(d):
+            def go():
+                for i in range(NDIRDB):
+                    with open(os.path.join(d, "e%05d.pickle" % i), "wb") as f:
+                        f.write(b"\x80\x04" + payload[:1000] + b".")
+            return NDIRDB / timed(go)
 
-    row("creating 1 KiB documents one by one", "files/s",
-        alternate({"arrayfs": lambda: creates(fresh(rw.dir)), "loopback": lambda: creates(fresh(lbm))}), 0.5)
-    os.makedirs(os.path.join(lbm, "db"), exist_ok=True)
-    for i in range(NDIRDB):
-        open(os.path.join(lbsrc, "db", "e%05d.pickle" % i), "wb").write(b"\x80\x04" + payload[:1000] + b".")
+        row("rewriting dirdb entries", "entries/s",
+            alternate({"arrayfs": lambda: rewrite(os.path.join(rw.dir, "db")), "loopback": lambda: rewrite(os.path.join(lbm, "db"))}), 0.5)
+        subprocess.run(["umount", lbm])
+        lbp.wait(timeout=30)
 
-    def rewrite(d):
-        def go():
-            for i in range(NDIRDB):
-                with open(os.path.join(d, "e%05d.pickle" % i), "wb") as f:
-                    f.write(b"\x80\x04" + payload[:1000] + b".")
-        return NDIRDB / timed(go)
+    if wanted("scale"):
+        section("scale")
+        stop.set()
+        peak = rss["peak"]
+        row("peak RssAnon of the daemon through the cases above (pool_bytes=64M)", "MiB",
+            {"arrayfs": peak / 2**20, "pool_bytes + 64 MiB + 64 B/document": (128 * 2**20 + 64 * NDOCS) / 2**20}, 1, higher=False)
+        for n, src in [(NSCALE, big)] + ([(10_000_000, None)] if a.big else []):
+            if src is None:
+                src = os.path.join(W, "big10")
+                write_store(os.path.join(src, "store"), ((("s%07d" % i), field(1, b"s%07d" % i)) for i in range(n)))
+                time.sleep(2.1)
+            m = os.path.join(W, "mnt-big")
+            os.makedirs(m, exist_ok=True)
 
-    row("rewriting dirdb entries", "entries/s",
-        alternate({"arrayfs": lambda: rewrite(os.path.join(rw.dir, "db")), "loopback": lambda: rewrite(os.path.join(lbm, "db"))}), 0.5)
-    subprocess.run(["umount", lbm])
-    lbp.wait(timeout=30)
+            def first_byte():
+                t = time.perf_counter()
+                sh(ARRAYFS, "mount", "--background", "--log", os.path.join(W, "big.log"), src, m)
+                open(os.path.join(m, "store", "s0000000"), "rb").read(1)
+                took = time.perf_counter() - t
+                sh(ARRAYFS, "umount", m)  # it waits for the index being saved
+                return took
 
-    section("scale")
-    stop.set()
-    peak = rss["peak"]
-    row("peak RssAnon of the daemon through the cases above (pool_bytes=64M)", "MiB",
-        {"arrayfs": peak / 2**20, "pool_bytes + 64 MiB + 64 B/document": (128 * 2**20 + 64 * NDOCS) / 2**20}, 1, higher=False)
-    for n, src in [(NSCALE, big)] + ([(10_000_000, None)] if a.big else []):
-        if src is None:
-            src = os.path.join(W, "big10")
-            write_store(os.path.join(src, "store"), ((("s%07d" % i), field(1, b"s%07d" % i)) for i in range(n)))
-            time.sleep(2.1)
-        m = os.path.join(W, "mnt-big")
-        os.makedirs(m, exist_ok=True)
-
-        def first_byte():
-            t = time.perf_counter()
-            sh(ARRAYFS, "mount", "--background", "--log", os.path.join(W, "big.log"), src, m)
-            open(os.path.join(m, "store", "s0000000"), "rb").read(1)
-            took = time.perf_counter() - t
-            sh(ARRAYFS, "umount", m)  # it waits for the index being saved
-            return took
-
-        def never_seen():
-            # The store as the original left it: no index saved by arrayfs.
-            idx = os.path.join(src, "store", ".arrayfs-docindex")
-            if os.path.exists(idx):
-                os.remove(idx)
-            return first_byte()
-        # The first mount saves the index, the next one reads it.
-        v = alternate({"first": never_seen, "next": first_byte})
-        target = 0.2 if n <= 1_000_000 else 1.0
-        row("store of %d documents: mount to first byte, first mount" % n, "s",
-            {"arrayfs": v["first"], "target": target}, 1, higher=False)
-        row("store of %d documents: mount to first byte, next mount (saved index)" % n, "s",
-            {"arrayfs": v["next"], "target": target}, 1, higher=False)
+            def never_seen():
+                # The store as the original left it: no index saved by arrayfs.
+                idx = os.path.join(src, "store", ".arrayfs-docindex")
+                if os.path.exists(idx):
+                    os.remove(idx)
+                return first_byte()
+            # The first mount saves the index, the next one reads it.
+            v = alternate({"first": never_seen, "next": first_byte})
+            target = 0.2 if n <= 1_000_000 else 1.0
+            row("store of %d documents: mount to first byte, first mount" % n, "s",
+                {"arrayfs": v["first"], "target": target}, 1, higher=False)
+            row("store of %d documents: mount to first byte, next mount (saved index)" % n, "s",
+                {"arrayfs": v["next"], "target": target}, 1, higher=False)
 finally:
     stop.set()
     for x in (ideal, ideal_no):
@@ -448,7 +465,7 @@ finally:
 version = subprocess.run([ARRAYFS, "version"], capture_output=True, text=True).stdout.strip()
 head = "Measured %s on %s (%s, %d CPUs), %s; median of %d runs, systems alternating%s; the run took %.1f minutes." % (
     datetime.date.today().isoformat(), platform.node() or "this machine", platform.release(), os.cpu_count(),
-    version, RUNS, ", --quick sizes" if a.quick else "", (time.time() - T0) / 60)
+    version, RUNS, (", --quick sizes" if a.quick else "") + (", sections " + a.only if a.only else ""), (time.time() - T0) / 60)
 print(head)
 print()
 print("| case | unit | arrayfs | reference | ratio | target | also measured |")

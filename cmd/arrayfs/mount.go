@@ -303,7 +303,7 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 		fsys.ServeStoreConnections(mountpoint, mo)
 	}
 	fsys.KeepMemoryBudget()
-	ds.Pool().StartTimer(opts.Writeback, func(err error) { logger.Printf("periodic write-back: %v", err) })
+	ds.Pool().StartTimer(opts.Writeback, func(err error) { logger.Printf("periodic write-back: %v", err) }, ds.Backing().SyncDirs)
 	logger.Printf("mounted %s at %s (%s)", ds.Root(), mountpoint, opts)
 	if opts.AllowOther && !opts.CheckPermissions() {
 		logger.Printf("warning: allow_other with no_default_permissions: the kernel checks no permissions, so every user may read, write and change every file of the dataset that this process (uid %d) may", os.Geteuid())

@@ -246,8 +246,18 @@ func (d *Databases) Classify(rel string) (engine.Item, error) {
 func (d *Databases) Moved(from, to string, exchange bool) {}
 
 // Sync: pending versions are published when their last writer closes,
-// or at Close, not by a sync.
+// or at Close, not by a sync; the renames of those publications are
+// made durable by the Formats' Sync (engine/dirsync.go).
 func (d *Databases) Sync() error { return nil }
+
+// SyncPublished makes every publication so far durable: what an fsync(2)
+// of any handle of the member rel promises.
+func (d *Databases) SyncPublished(rel string) error {
+	if err := d.back.SyncDirs(); err != nil {
+		return &engine.Error{Path: rel, Op: "fsync", Reason: err.Error(), Errno: engine.ErrnoOf(err)}
+	}
+	return nil
+}
 
 // A File is one member (NAME.pickle or NAME.json) of an entry, as
 // Classify hands it out: it holds a reference to the entry. Release it.

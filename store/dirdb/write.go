@@ -161,8 +161,9 @@ func (e *Entry) pendingStat(m member, clean bool) (engine.Stat, bool) {
 // commitLocked publishes the member's stage if it holds a change: a
 // NAME.json must be valid JSON (else EINVAL, the stage is dropped and
 // the old file stays). The data is made durable before the lock is
-// taken, so that Python processes wait only for the rename and the fsync
-// of the directory. A stage without changes is dropped once nobody
+// taken, so that Python processes wait only for the rename; the rename
+// is made durable by the next SyncDirs (engine/dirsync.go: fsync(2) of
+// a handle does it at once). A stage without changes is dropped once nobody
 // writes it. When the lock cannot be taken the stage stays, for a retry.
 func (e *Entry) commitLocked(ctx context.Context, m member) error {
 	ms := &e.m[m]
@@ -186,15 +187,15 @@ func (e *Entry) commitLocked(ctx context.Context, m member) error {
 				"refused: not valid JSON (%v); the old content is kept", err)
 		}
 	}
-	if err := s.s.File().Sync(); err != nil {
+	if err := s.s.Sync(); err != nil {
 		e.dropStageLocked(m)
-		return &engine.Error{Path: rel, Op: "write-back", Reason: "fsync of the staged version: " + err.Error() + "; the old content is kept", Errno: engine.ErrnoOf(err)}
+		return &engine.Error{Path: rel, Op: "write-back", Reason: err.Error() + "; the old content is kept", Errno: engine.ErrnoOf(err)}
 	}
 	lock, err := d.lockEntry(ctx, e.rel, "write-back")
 	if err != nil {
 		return err
 	}
-	err = s.s.Commit()
+	err = s.s.Publish()
 	lock.release()
 	e.setStageLocked(m, nil)
 	e.holdStage(-1)

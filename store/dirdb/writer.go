@@ -276,11 +276,16 @@ func (w *Writer) afterPublish(published bool, err error) (bool, error) {
 func (w *Writer) Sync(ctx context.Context) (published bool, err error) {
 	e := w.f.e
 	e.mu.Lock()
+	rel := e.relOf(w.f.m)
 	if err = w.checkLocked("fsync"); err == nil {
 		published = e.m[w.f.m].stage != nil && e.m[w.f.m].stage.dirty.Load()
 		err = e.commitLocked(ctx, w.f.m)
 	}
-	return w.afterPublish(published, err)
+	if published, err = w.afterPublish(published, err); err != nil {
+		return published, err
+	}
+	// This version's rename, and those published at earlier closes.
+	return published, e.ds.SyncPublished(rel)
 }
 
 // Release is the last close of the handle. What a close did not publish

@@ -42,6 +42,11 @@ type Backing struct {
 	btime bool
 	mu    sync.Mutex
 	gens  map[uint64]uint64
+
+	// unsynced holds directories with renames not yet durable, guarded
+	// by mu; syncMu orders SyncDirs calls (dirsync.go).
+	unsynced map[uint64]*os.File
+	syncMu   sync.Mutex
 }
 
 // resolveFlags are the openat2 rules of every lookup under the dataset.
@@ -63,7 +68,7 @@ func OpenBacking(path string) (*Backing, error) {
 		}
 		return nil, fmt.Errorf("dataset %s: %w", path, err)
 	}
-	b := &Backing{fd: fd, path: abs, gens: map[uint64]uint64{}}
+	b := &Backing{fd: fd, path: abs, gens: map[uint64]uint64{}, unsynced: map[uint64]*os.File{}}
 	if st, err := Fstat(fd); err == nil {
 		b.btime = st.HasBtime
 	}

@@ -94,13 +94,16 @@ func (fs *Formats) moved(from, to string, exchange bool) {
 }
 
 // Sync writes back everything dirty: the pool, then what each format
-// keeps beyond it.
+// keeps beyond it, then the renames of publications (dirsync.go).
 func (fs *Formats) Sync() error {
 	err := fs.Pool.FlushAll()
 	for _, f := range fs.List {
 		if serr := f.Sync(); err == nil {
 			err = serr
 		}
+	}
+	if serr := fs.Back.SyncDirs(); err == nil {
+		err = serr
 	}
 	return err
 }

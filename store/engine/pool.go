@@ -264,9 +264,11 @@ func (p *Pool) Stats() PoolStats {
 	return s
 }
 
-// StartTimer writes everything back every interval until Close. errf
-// receives write-back errors (they also stay with their owners).
-func (p *Pool) StartTimer(interval time.Duration, errf func(error)) {
+// StartTimer writes everything back every interval until Close, then
+// calls after (nil: nothing), for what is made durable beyond the
+// pool's units (Backing.SyncDirs). errf receives write-back errors
+// (they also stay with their owners).
+func (p *Pool) StartTimer(interval time.Duration, errf func(error), after func() error) {
 	if interval <= 0 || p.stopTimer != nil {
 		return
 	}
@@ -281,7 +283,13 @@ func (p *Pool) StartTimer(interval time.Duration, errf func(error)) {
 			case <-p.stopTimer:
 				return
 			case <-t.C:
-				if err := p.writeBackAllQuietly(); err != nil && errf != nil {
+				err := p.writeBackAllQuietly()
+				if after != nil {
+					if aerr := after(); err == nil {
+						err = aerr
+					}
+				}
+				if err != nil && errf != nil {
 					errf(err)
 				}
 			}

@@ -245,7 +245,7 @@ func TestPoolDiscard(t *testing.T) {
 func TestPoolTimerWritesBack(t *testing.T) {
 	o := newMemOwner("a")
 	p := NewPool(10, 1<<20)
-	p.StartTimer(10*time.Millisecond, func(err error) { t.Error(err) })
+	p.StartTimer(10*time.Millisecond, func(err error) { t.Error(err) }, nil)
 	defer p.Close()
 	p.MarkDirty(unit(o, "k", 1, "v"))
 	deadline := time.Now().Add(5 * time.Second)

@@ -150,21 +150,45 @@ func (s *Stage) Size() (int64, error) {
 	return st.Size(), nil
 }
 
-// Commit makes the stage the target: fsync of the data, rename over the
-// target, fsync of the directory. After a crash the target is the old
-// content or the new. The stage is closed whatever the outcome.
+// Commit makes the stage the target, durably: fsync of the data, rename
+// over the target, fsync of the directory. After a crash the target is
+// the old content or the new. The stage is closed whatever the outcome.
 func (s *Stage) Commit() error {
-	defer s.dir.Close()
-	defer s.file.Close()
+	if err := s.Sync(); err != nil {
+		s.Abort()
+		return err
+	}
+	return s.publish(true)
+}
+
+// Sync makes the staged data durable, the first half of Commit, so that
+// a caller can do it before taking a lock that others wait for.
+func (s *Stage) Sync() error {
 	if err := s.file.Sync(); err != nil {
-		unix.Unlinkat(s.dirFd(), s.name, 0)
 		return fmt.Errorf("%s: fsync of staged version: %w", s.rel, err)
 	}
+	return nil
+}
+
+// Publish renames a stage that Sync made durable over the target; the
+// rename itself becomes durable at the Backing's next SyncDirs
+// (dirsync.go). A crash shows the old content or the new. The stage is
+// closed whatever the outcome.
+func (s *Stage) Publish() error { return s.publish(false) }
+
+func (s *Stage) publish(durable bool) error {
+	defer s.file.Close()
 	s.back.noteFreed(s.dirFd(), s.base)
 	if err := unix.Renameat(s.dirFd(), s.name, s.dirFd(), s.base); err != nil {
 		unix.Unlinkat(s.dirFd(), s.name, 0)
+		s.dir.Close()
 		return fmt.Errorf("%s: replacing with staged version: %w", s.rel, err)
 	}
+	if !durable {
+		s.back.deferDirSync(s.dir)
+		return nil
+	}
+	defer s.dir.Close()
 	if err := s.dir.Sync(); err != nil {
 		return fmt.Errorf("%s: fsync of directory: %w", s.rel, err)
 	}
