@@ -37,6 +37,7 @@ func (f *FS) KeepMemoryBudget() {
 	}
 	set := func() { debug.SetMemoryLimit(f.MemoryBudget() - memoryHeadroom) }
 	set()
+	f.ds.Docs().SetIndexingHook(set)
 	go func() {
 		for range time.Tick(time.Second) {
 			set()

@@ -260,60 +260,18 @@ func detectKeyLength(headerSize, bodySize int64, read func(p []byte, off int64) 
 	if headerSize == 0 {
 		return keyLengthChoice{k: DefaultKeyLength}
 	}
-	const sample = 512
-	type cand struct {
-		k        int
-		bad, all int
-		exact    bool // the size is a whole number of records
+	// A perfect fit of docarray's default settles it: no K can fit
+	// more of the sample, and ties go to it. Most stores are that, and
+	// the other Ks need not be sampled at all.
+	if c, ok := sampleKeyLength(DefaultKeyLength, headerSize, bodySize, read); ok && c.bad == 0 && c.exact {
+		return keyLengthChoice{k: DefaultKeyLength}
 	}
-	var cands []cand
+	var cands []keyLengthCand
 	for k := 1; k <= MaxKeyLength; k++ {
-		rs := int64(docRecordSize(k))
-		n := headerSize / rs
-		if n == 0 {
+		if headerSize/int64(docRecordSize(k)) == 0 {
 			break // larger K leave not even one record
 		}
-		if !plausibleK(k, n, bodySize, read) {
-			continue
-		}
-		c := cand{k: k, exact: headerSize%rs == 0}
-		limit := int(min(n, 2*sample))
-		seen := map[string]bool{}
-		// Records are read a few at a time: a wrong K fails on nearly
-		// every record, and is given up as soon as it cannot have a
-		// majority, after reading a handful.
-		check := func(from, to int64) bool {
-			var buf []byte
-			for at, chunk := from, int64(4); at < to; at, chunk = at+chunk, min(2*chunk, 64) {
-				m := min(chunk, to-at)
-				if int64(len(buf)) < m*rs {
-					buf = make([]byte, m*rs)
-				}
-				b := buf[:m*rs]
-				if read(b, at*rs) != nil {
-					c.bad += int(to - at)
-					c.all += int(to - at)
-					return false
-				}
-				for i := int64(0); i < m; i++ {
-					c.all++
-					if misfit(b[i*rs:(i+1)*rs], k, bodySize, seen) {
-						c.bad++
-					}
-				}
-				if 2*c.bad >= limit || c.bad == c.all || c.all >= 16 && 2*c.bad > c.all {
-					return false
-				}
-			}
-			return true
-		}
-		if !check(0, min(n, sample)) {
-			continue
-		}
-		if n > sample && !check(max(sample, n-sample), n) {
-			continue
-		}
-		if 2*c.bad < c.all {
+		if c, ok := sampleKeyLength(k, headerSize, bodySize, read); ok && 2*c.bad < c.all {
 			cands = append(cands, c)
 		}
 	}
@@ -322,7 +280,7 @@ func detectKeyLength(headerSize, bodySize int64, read func(p []byte, off int64) 
 	}
 	// better: more of the sample fits, then a whole number of records,
 	// then docarray's default.
-	better := func(a, b cand) bool {
+	better := func(a, b keyLengthCand) bool {
 		if fa, fb := (a.all-a.bad)*b.all, (b.all-b.bad)*a.all; fa != fb {
 			return fa > fb
 		}
@@ -349,6 +307,65 @@ func detectKeyLength(headerSize, bodySize int64, read func(p []byte, off int64) 
 		}
 	}
 	return keyLengthChoice{k: best.k}
+}
+
+// keyLengthCand is how a sample of the header's records fits key
+// length k: bad of all sampled records do not; exact: the size is a
+// whole number of records.
+type keyLengthCand struct {
+	k        int
+	bad, all int
+	exact    bool
+}
+
+// sampleKeyLength samples the first and last records of the header
+// under key length k; ok is false when k is given up (it cannot fit a
+// majority, or the records cannot be read).
+func sampleKeyLength(k int, headerSize, bodySize int64, read func(p []byte, off int64) error) (keyLengthCand, bool) {
+	const sample = 512
+	rs := int64(docRecordSize(k))
+	n := headerSize / rs
+	if n == 0 || !plausibleK(k, n, bodySize, read) {
+		return keyLengthCand{}, false
+	}
+	c := keyLengthCand{k: k, exact: headerSize%rs == 0}
+	limit := int(min(n, 2*sample))
+	seen := map[string]bool{}
+	// Records are read a few at a time: a wrong K fails on nearly
+	// every record, and is given up as soon as it cannot have a
+	// majority, after reading a handful.
+	check := func(from, to int64) bool {
+		var buf []byte
+		for at, chunk := from, int64(4); at < to; at, chunk = at+chunk, min(2*chunk, 64) {
+			m := min(chunk, to-at)
+			if int64(len(buf)) < m*rs {
+				buf = make([]byte, m*rs)
+			}
+			b := buf[:m*rs]
+			if read(b, at*rs) != nil {
+				c.bad += int(to - at)
+				c.all += int(to - at)
+				return false
+			}
+			for i := int64(0); i < m; i++ {
+				c.all++
+				if misfit(b[i*rs:(i+1)*rs], k, bodySize, seen) {
+					c.bad++
+				}
+			}
+			if 2*c.bad >= limit || c.bad == c.all || c.all >= 16 && 2*c.bad > c.all {
+				return false
+			}
+		}
+		return true
+	}
+	if !check(0, min(n, sample)) {
+		return c, false
+	}
+	if n > sample && !check(max(sample, n-sample), n) {
+		return c, false
+	}
+	return c, true
 }
 
 // WriteStore writes a new store in dir (which must not hold one) the

@@ -12,13 +12,13 @@ import (
 
 // loadIndex parses header.bin into the slots and the key map.
 //
-// A million records take a fraction of a second: the records are parsed
-// and their keys hashed by one worker per CPU, each over its own range;
-// then the live records, sorted by hash (a radix sort, stable, so in
-// record order within a hash), are taken in order. Equal keys can only
-// be neighbours there, so duplicates and hash collisions are found
-// without a lookup per record, and the key map is filled by
-// assignments alone.
+// A million records take a fraction of a second: the records are parsed,
+// their keys hashed and their live records sorted by hash (a radix sort,
+// stable, so in record order within a hash) by one worker per CPU, each
+// over its own range; then the sorted ranges are merged, stably, and
+// taken in order. Equal keys can only be neighbours there, so duplicates
+// and hash collisions are found without a lookup per record, and the key
+// map is filled front to back (keytable.go).
 func (s *Store) loadIndex() error {
 	n := int(s.sigs[0].Size / int64(s.rs))
 	s.initIndex(n)
@@ -27,16 +27,12 @@ func (s *Store) loadIndex() error {
 	if err != nil {
 		return err
 	}
-	total := 0
-	for _, p := range parts {
-		total += len(p.live)
-	}
-	live := make([]hashedRecord, 0, total)
 	var bad []string
 	nbad := 0
 	long := map[int32]string{}
-	for _, p := range parts {
-		live = append(live, p.live...)
+	sorted := make([][]hashedRecord, len(parts))
+	for w, p := range parts {
+		sorted[w] = p.live
 		nbad += p.nbad
 		bad = append(bad, p.bad...)
 		for i, k := range p.long {
@@ -47,7 +43,7 @@ func (s *Store) loadIndex() error {
 		bad = bad[:3]
 	}
 	s.indexBad, s.indexBadMsgs = nbad, bad
-	sortByHash(live)
+	live := mergeByHash(sorted)
 	s.byHash = newKeyTable(len(live))
 	for g := 0; g < len(live); {
 		e := g + 1
@@ -55,10 +51,9 @@ func (s *Store) loadIndex() error {
 			e++
 		}
 		if e == g+1 {
-			// A hash of one record: a key of its own.
-			i := live[g].i
-			s.byHash.put(live[g].h, i)
-			s.slots[i].flags = fLive | fWritten | fRecLive | fKeyDisk
+			// A hash of one record: a key of its own (its slot's
+			// flags were set by its worker).
+			s.byHash.put(live[g].h, live[g].i)
 			s.live++
 		} else {
 			s.indexGroup(live[g:e])
@@ -185,12 +180,15 @@ func (s *Store) scanIndexParts(n int) ([]indexPart, error) {
 					return
 				}
 				l := rr.loc()
-				s.slots[i].start, s.slots[i].size = l.start, l.size
+				// A live record's document, unless indexGroup finds
+				// it a duplicate.
+				s.slots[i] = slot{start: l.start, size: l.size, flags: fLive | fWritten | fRecLive | fKeyDisk}
 				p.live = append(p.live, hashedRecord{hashOfKey(s.seed, kbuf), int32(i)})
 				if len(kbuf) > 85 {
 					p.long[int32(i)] = string(kbuf)
 				}
 			})
+			sortByHash(p.live)
 		}()
 	}
 	wg.Wait()
@@ -242,6 +240,43 @@ func sortByHash(a []hashedRecord) {
 		}
 		g = e
 	}
+}
+
+// mergeByHash merges runs sorted by hash into one, stably: on equal
+// hashes an earlier run's records come first (the runs are consecutive
+// ranges of records, so that is record order). Runs are merged in pairs.
+func mergeByHash(runs [][]hashedRecord) []hashedRecord {
+	if len(runs) == 0 {
+		return nil
+	}
+	for len(runs) > 1 {
+		next := make([][]hashedRecord, 0, (len(runs)+1)/2)
+		for r := 0; r+1 < len(runs); r += 2 {
+			next = append(next, mergeTwo(runs[r], runs[r+1]))
+		}
+		if len(runs)%2 == 1 {
+			next = append(next, runs[len(runs)-1])
+		}
+		runs = next
+	}
+	return runs[0]
+}
+
+// mergeTwo merges two sorted runs, a's records first on equal hashes.
+func mergeTwo(a, b []hashedRecord) []hashedRecord {
+	out := make([]hashedRecord, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		if b[j].h < a[i].h {
+			out = append(out, b[j])
+			j++
+		} else {
+			out = append(out, a[i])
+			i++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
 }
 
 // scanRecords calls f for records [from, to) of header.bin, read in

@@ -1,11 +1,15 @@
 package docarray
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
 )
@@ -129,5 +133,89 @@ func TestSavedIndexServesTheSameStore(t *testing.T) {
 	defer d.Close()
 	if s = d.docs.Store("s"); s == nil || s.indexLoaded {
 		t.Fatal("a corrupt saved index was used")
+	}
+}
+
+// TestIndexAcrossWorkers: a header long enough to be parsed by several
+// workers, with one key in the ranges of both, is indexed as a single
+// worker does: the key's document at its first record's position, with
+// its last record's bytes, and every other document once.
+func TestIndexAcrossWorkers(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	const n = 140_000 // two workers of 65,536 records or more
+	keys, docs := make([]string, n), make([][]byte, n)
+	for i := range n {
+		keys[i] = fmt.Sprintf("k%07d", i)
+		docs[i] = testDoc(keys[i], keys[i])
+	}
+	for j, i := range []int{5, 70_001, 139_000} {
+		keys[i] = "the-dup"
+		docs[i] = testDoc("the-dup", fmt.Sprintf("version %d", j))
+	}
+	root := t.TempDir()
+	mustNil(t, WriteStore(filepath.Join(root, "s"), DefaultKeyLength, keys, docs))
+	d := openTestDataset(t, root, testConfig{})
+	defer d.Close()
+	s := d.docs.Store("s")
+	if s == nil {
+		t.Fatal("store not served")
+	}
+	if got := s.Len(); got != n-2 {
+		t.Fatalf("%d documents, want %d", got, n-2)
+	}
+	list := s.List()
+	if list[5].Name != "the-dup" || list[4].Name != "k0000004" || list[6].Name != "k0000006" {
+		t.Fatalf("order around the duplicated key: %s %s %s", list[4].Name, list[5].Name, list[6].Name)
+	}
+	if got := readAll(t, s, "the-dup"); string(got) != string(docs[139_000]) {
+		t.Errorf("the-dup serves %q, want its last record's bytes", got)
+	}
+	for _, i := range []int{0, 65_535, 65_536, 69_999, 70_000, n - 1} {
+		if got := readAll(t, s, keys[i]); string(got) != string(docs[i]) {
+			t.Errorf("%s serves %q, want %q", keys[i], got, docs[i])
+		}
+	}
+}
+
+// mergeByHash is a stable sort of its runs' concatenation.
+func TestMergeByHashIsStable(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var runs [][]hashedRecord
+	var all []hashedRecord
+	i := int32(0)
+	for range 5 {
+		run := make([]hashedRecord, rng.IntN(200))
+		for k := range run {
+			run[k] = hashedRecord{h: uint64(rng.IntN(50)) << 40, i: i}
+			i++
+		}
+		all = append(all, run...)
+		sortByHash(run)
+		runs = append(runs, run)
+	}
+	want := slices.Clone(all)
+	slices.SortStableFunc(want, func(a, b hashedRecord) int { return cmp.Compare(a.h, b.h) })
+	if got := mergeByHash(runs); !slices.Equal(got, want) {
+		t.Fatal("mergeByHash is not the stable sort of its runs")
+	}
+}
+
+// A store being opened counts in Indexed (the daemon's memory budget)
+// while its records are parsed, and the hook hears of it before.
+func TestIndexedCountsStoresBeingOpened(t *testing.T) {
+	root := t.TempDir()
+	indexedStore(t, root, 3000)
+	d := openTestDataset(t, root, testConfig{})
+	defer d.Close()
+	var during []int
+	d.docs.SetIndexingHook(func() { during = append(during, d.docs.Indexed()) })
+	if s := d.docs.Store("s"); s == nil {
+		t.Fatal("store not served")
+	}
+	if len(during) != 1 || during[0] != 3000 {
+		t.Fatalf("Indexed when indexing started: %v, want [3000]", during)
+	}
+	if got := d.docs.Indexed(); got != 3000 {
+		t.Fatalf("Indexed after the open: %d, want 3000 (counted once)", got)
 	}
 }

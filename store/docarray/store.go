@@ -312,7 +312,13 @@ func openStore(d *Stores, rel string) (*Store, error) {
 		s.k = c.k
 	}
 	s.rs = docRecordSize(s.k)
-	if err := s.openIndex(); err != nil {
+	// The index's memory counts in the daemon's budget while it is
+	// built, not only after: a budget without it is below what the
+	// parse needs, and the collector would run all through it.
+	done := d.indexingStarted(hsize / int64(s.rs))
+	err = s.openIndex()
+	done()
+	if err != nil {
 		return nil, err
 	}
 	s.checkTail()

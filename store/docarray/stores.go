@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,10 @@ type Stores struct {
 	// saves are the saved indexes being written (indexfile.go): Close
 	// waits for them.
 	saves sync.WaitGroup
+	// indexing counts the records of stores being opened, which Indexed
+	// includes; onIndexing (guarded by mu) is told when it grows.
+	indexing   atomic.Int64
+	onIndexing func()
 }
 
 var _ engine.Format = (*Stores)(nil)
@@ -189,6 +194,26 @@ func (d *Stores) SetNotify(f func(dirRel string, changes []Change)) {
 	d.mu.Unlock()
 }
 
+// SetIndexingHook sets the function told when a store starts being
+// indexed, before its records are parsed: Indexed has grown.
+func (d *Stores) SetIndexingHook(f func()) {
+	d.mu.Lock()
+	d.onIndexing = f
+	d.mu.Unlock()
+}
+
+// indexingStarted counts n records as indexed until done is called.
+func (d *Stores) indexingStarted(n int64) (done func()) {
+	d.indexing.Add(n)
+	d.mu.Lock()
+	f := d.onIndexing
+	d.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return func() { d.indexing.Add(-n) }
+}
+
 func (d *Stores) notifyDocs(dirRel string, changes []Change) {
 	d.mu.Lock()
 	f := d.notify
@@ -276,10 +301,11 @@ func (d *Stores) Sync() error {
 }
 
 // Indexed is the number of document slots the open stores index (one
-// per header record, and per document not yet written back): what the
-// memory they hold grows with.
+// per header record, and per document not yet written back), and the
+// records of the stores being opened: what the memory they hold grows
+// with.
 func (d *Stores) Indexed() int {
-	n := 0
+	n := int(d.indexing.Load())
 	for _, s := range d.storeList() {
 		s.mu.RLock()
 		n += len(s.slots)
