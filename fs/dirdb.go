@@ -106,6 +106,9 @@ func (n *fileNode) getattrDirdb(f gofs.FileHandle, out *fuse.AttrOut) (syscall.E
 	switch h := f.(type) {
 	case *dirdbReadHandle:
 		st = h.src.Stat()
+		if _, parent := n.Parent(); parent == nil {
+			st.Nlink = 0 // unlinked, or renamed over: no name leads to it
+		}
 	case *dirdbWriteHandle:
 		st, err = h.w.Stat()
 	default:

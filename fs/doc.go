@@ -70,7 +70,8 @@ func (n *docNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Attr
 			errno = n.fsys.errno(err)
 		}
 	}
-	if errno != 0 {
+	gone := errno != 0
+	if gone {
 		// An open file outlives its name (fstat after unlink).
 		switch h := f.(type) {
 		case *docReadHandle:
@@ -91,6 +92,9 @@ func (n *docNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Attr
 		}
 	}
 	fillDocAttr(&out.Attr, e)
+	if gone {
+		out.Nlink = 0 // no name leads to it
+	}
 	out.SetTimeout(docTimeout)
 	return 0
 }

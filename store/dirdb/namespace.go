@@ -35,6 +35,10 @@ func (d *Databases) Unlink(rel string) (handled bool, err error) {
 		return true, err
 	}
 	defer lock.release()
+	e.keepForHandlesLocked(m)
+	if m == memberData {
+		e.keepForHandlesLocked(memberMeta)
+	}
 	err = d.back.Unlink(rel)
 	if err == syscall.ENOENT && pending {
 		err = nil // it was being created: dropping the stage deletes it
@@ -42,13 +46,13 @@ func (d *Databases) Unlink(rel string) (handled bool, err error) {
 	if err != nil {
 		return true, &engine.Error{Path: rel, Op: "unlink", Reason: err.Error(), Errno: engine.ErrnoOf(err)}
 	}
-	e.detachLocked(m)
+	e.detachLocked(m, true)
 	if m == memberData {
 		meta := e.relOf(memberMeta)
 		if err := d.back.Unlink(meta); err != nil && err != syscall.ENOENT {
 			return true, &engine.Error{Path: meta, Op: "unlink", Reason: err.Error() + " (its entry's data file is deleted)", Errno: engine.ErrnoOf(err)}
 		}
-		e.detachLocked(memberMeta)
+		e.detachLocked(memberMeta, true)
 		lock.remove()
 		d.pool.Discard(e) // units of a detached member are skipped anyway
 	}
@@ -142,6 +146,13 @@ func (d *Databases) Rename(from, to string, flags uint) (handled bool, err error
 	}
 	defer release()
 
+	if et != nil && !exchange {
+		// What the rename replaces stays for the handles open on it.
+		et.keepForHandlesLocked(tm)
+		if fok && tm == memberData && fm == memberData {
+			et.keepForHandlesLocked(memberMeta)
+		}
+	}
 	if err := d.back.Rename(from, to, flags); err != nil {
 		return true, &engine.Error{Path: from, Op: "rename", Reason: "to " + to + ": " + err.Error(), Errno: engine.ErrnoOf(err)}
 	}
@@ -150,8 +161,8 @@ func (d *Databases) Rename(from, to string, flags uint) (handled bool, err error
 		// B's follow B); B's old handles are detached.
 		metaErr := d.renameMeta(ef, et, exchange)
 		if !exchange {
-			et.detachLocked(memberData)
-			et.detachLocked(memberMeta)
+			et.detachLocked(memberData, true)
+			et.detachLocked(memberMeta, true)
 			locks[0].remove() // A is no more
 		}
 		for m := member(0); m < numMembers; m++ {
@@ -165,10 +176,10 @@ func (d *Databases) Rename(from, to string, flags uint) (handled bool, err error
 		return true, metaErr
 	}
 	if ef != nil {
-		ef.detachLocked(fm)
+		ef.detachLocked(fm, false)
 	}
 	if et != nil {
-		et.detachLocked(tm)
+		et.detachLocked(tm, !exchange)
 	}
 	if err := syncDirs(d.back, filepath.Dir(from), filepath.Dir(to)); err != nil {
 		return true, &engine.Error{Path: to, Op: "rename", Reason: err.Error(), Errno: engine.ErrnoOf(err)}

@@ -59,8 +59,13 @@ type memberState struct {
 	// and not been closed since.
 	writers int
 	// gen changes when the member's file is deleted or replaced
-	// through the namespace: handles opened before write nowhere.
+	// through the namespace: handles opened before write nowhere, or
+	// to their orphan (orphan.go).
 	gen uint64
+	// handles counts the writers of this gen not yet released; orphans
+	// are the versions kept for those of earlier gens, by gen.
+	handles int
+	orphans map[uint64]*orphan
 }
 
 // dirdbStage is a pending version of a member: a pool unit's Value.
@@ -218,10 +223,15 @@ func (e *Entry) commitAllLocked(ctx context.Context) error {
 	return nil
 }
 
-// detachLocked makes the member's open handles write nowhere and drops
-// its pending version: its file was deleted or replaced.
-func (e *Entry) detachLocked(m member) {
+// detachLocked detaches the member's open handles and drops its pending
+// version: its file was deleted or replaced (keep: the handles keep
+// their version as an orphan), or moved out of the format.
+func (e *Entry) detachLocked(m member, keep bool) {
+	if keep {
+		e.orphanLocked(m)
+	}
 	e.dropStageLocked(m)
+	e.m[m].handles = 0
 	e.m[m].gen++
 	e.ds.snaps.forget(e.relOf(m))
 }

@@ -28,6 +28,7 @@ func (f *File) NewWriter(ctx context.Context, trunc, appendMode bool) (*Writer, 
 	e.ref()
 	e.mu.Lock()
 	w := &Writer{f: &File{e: e, m: f.m}, gen: e.m[f.m].gen, append: appendMode}
+	e.m[f.m].handles++
 	w.countLocked()
 	if !trunc {
 		e.mu.Unlock()
@@ -70,6 +71,7 @@ func (d *Databases) Create(ctx context.Context, rel string, flags int, mode uint
 		return nil, st, true, syscall.EEXIST
 	}
 	w = &Writer{f: f, gen: ms.gen, append: flags&syscall.O_APPEND != 0}
+	ms.handles++
 	w.countLocked()
 	var s *dirdbStage
 	if !exists || flags&syscall.O_TRUNC != 0 {
@@ -136,6 +138,10 @@ func (w *Writer) checkLocked(op string) error {
 func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	e, m := w.f.e, w.f.m
 	e.mu.Lock()
+	if f := w.orphanOf(); f != nil {
+		defer e.mu.Unlock()
+		return w.orphanWrite(f, p, off)
+	}
 	if err := w.checkLocked("write"); err != nil {
 		e.mu.Unlock()
 		return 0, err
@@ -178,6 +184,13 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	e, m := w.f.e, w.f.m
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if f := w.orphanOf(); f != nil {
+		n, err := orphanRead(f, p, off)
+		if err != nil {
+			return n, w.orphanErr("read", err)
+		}
+		return n, nil
+	}
 	if err := w.checkLocked("read"); err != nil {
 		return 0, err
 	}
@@ -199,6 +212,13 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 func (w *Writer) Truncate(ctx context.Context, size int64) error {
 	e := w.f.e
 	e.mu.Lock()
+	if f := w.orphanOf(); f != nil {
+		defer e.mu.Unlock()
+		if err := f.Truncate(size); err != nil {
+			return w.orphanErr("truncate", err)
+		}
+		return nil
+	}
 	if err := w.checkLocked("truncate"); err != nil {
 		e.mu.Unlock()
 		return err
@@ -228,6 +248,12 @@ func (w *Writer) truncateLocked(ctx context.Context, size int64) (*dirdbStage, e
 // Stat returns the attributes of the member as this handle sees it.
 func (w *Writer) Stat() (syscall.Stat_t, error) {
 	e, m := w.f.e, w.f.m
+	e.mu.Lock()
+	f := w.orphanOf() // not closed while w is not released
+	e.mu.Unlock()
+	if f != nil {
+		return orphanStat(f)
+	}
 	if st, ok := e.pendingStat(m, true); ok {
 		return st.Stat_t, nil
 	}
@@ -276,6 +302,10 @@ func (w *Writer) afterPublish(published bool, err error) (bool, error) {
 func (w *Writer) Sync(ctx context.Context) (published bool, err error) {
 	e := w.f.e
 	e.mu.Lock()
+	if w.orphanOf() != nil {
+		e.mu.Unlock()
+		return false, nil // nothing of a deleted file is to be kept
+	}
 	rel := e.relOf(w.f.m)
 	if err = w.checkLocked("fsync"); err == nil {
 		published = e.m[w.f.m].stage != nil && e.m[w.f.m].stage.dirty.Load()
@@ -297,6 +327,7 @@ func (w *Writer) Release(ctx context.Context) error {
 	if w.uncountLocked() && w.checkLocked("close") == nil {
 		err = e.commitLocked(ctx, w.f.m)
 	}
+	w.releaseHandleLocked()
 	_, err = w.afterPublish(false, err)
 	w.f.Release()
 	return err

@@ -303,3 +303,14 @@ func TidyStage(back *Backing, rep *Reporter, dirRel, name string) {
 		rep.Logf("%s: removed a staged file left by an interrupted write", filepath.Join(dirRel, name))
 	}
 }
+
+// Orphan removes the stage's name and hands over its open file, which no
+// name leads to any more (an unlinked file kept for the descriptors that
+// have it open). The stage is done with; on failure it is left as it was.
+func (s *Stage) Orphan() (*os.File, error) {
+	if err := unix.Unlinkat(s.dirFd(), s.name, 0); err != nil {
+		return nil, fmt.Errorf("%s: removing the staged file's name: %w", s.rel, err)
+	}
+	s.dir.Close()
+	return s.file, nil
+}
