@@ -116,6 +116,9 @@ func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 // of arrayfs's to mix up, and a store swapped in by a prune is the same
 // directory to its users.
 func (n *dirNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := f.(*dirHandle); ok {
+		return h.Getattr(ctx, out)
+	}
 	st, err := n.fsys.back.Lstat(n.rel())
 	if err != nil {
 		return gofs.ToErrno(err)
@@ -234,15 +237,28 @@ func (n *dirNode) Link(ctx context.Context, target gofs.InodeEmbedder, name stri
 	if !ok {
 		return nil, syscall.EXDEV
 	}
+	rel := n.childRel(name)
+	if fn, ok := target.(*fileNode); ok {
+		if linked, err := fn.unnamed.link(n.fsys.back, rel); linked {
+			if err != nil {
+				return nil, gofs.ToErrno(err)
+			}
+			return n.linked(ctx, rel, out)
+		}
+	}
 	// The link is to the file the node stands for, not to another
 	// file its name has come to lead to.
 	if _, errno := src.lstatOwn(); errno != 0 {
 		return nil, errno
 	}
-	rel := n.childRel(name)
 	if err := n.fsys.back.Link(src.rel(), rel); err != nil {
 		return nil, gofs.ToErrno(err)
 	}
+	return n.linked(ctx, rel, out)
+}
+
+// linked answers a link made at rel.
+func (n *dirNode) linked(ctx context.Context, rel string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	st, err := n.fsys.back.Lstat(rel)
 	if err != nil {
 		return nil, gofs.ToErrno(err)

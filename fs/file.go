@@ -27,7 +27,8 @@ type backed interface {
 // array is served by the engine.
 type fileNode struct {
 	node
-	modes ioModes // its open handles' I/O modes (iomode.go)
+	modes   ioModes     // its open handles' I/O modes (iomode.go)
+	unnamed unnamedFile // while it is an O_TMPFILE not linked yet (tmpfile.go)
 }
 
 var (

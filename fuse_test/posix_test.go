@@ -181,3 +181,65 @@ func TestOpenFilesOutliveTheirName(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateModesAndKillPriv: a file or directory gets the mode its
+// creator asked for less the creator's umask, not the daemon's too (a
+// 0620 file stays 0620); and a write by a user who does not own a
+// setuid or setgid file clears those bits, as ext4 does (pjdfstest
+// open/02 and chmod/12).
+func TestCreateModesAndKillPriv(t *testing.T) {
+	m := mountForAll(t, openBase(t))
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	mode := func(p string) uint32 {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Mode & 0o7777
+	}
+	check := func(name string, want uint32) {
+		t.Helper()
+		if got := mode(m.Path(name)); got != want {
+			t.Errorf("%s: mode %#o through the mount, want %#o", name, got, want)
+		}
+		if got := mode(m.Backing(name)); got != want {
+			t.Errorf("%s: mode %#o on the backing file, want %#o", name, got, want)
+		}
+	}
+	files := map[string]uint32{"f0620": 0o620, "f0777": 0o777, "f4777": 0o4777, "f2777": 0o2777, "f6777": 0o6777}
+	for name, perm := range files {
+		fd, err := syscall.Open(m.Path(name), syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, perm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		syscall.Close(fd)
+		check(name, perm)
+	}
+	for name, perm := range map[string]uint32{"d0750": 0o750, "d1777": 0o1777} {
+		if err := syscall.Mkdir(m.Path(name), perm); err != nil {
+			t.Fatal(err)
+		}
+		check(name, perm)
+	}
+	syscall.Umask(0o027)
+	fd, err := syscall.Open(m.Path("masked"), syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
+	check("masked", 0o640)
+	syscall.Umask(0)
+
+	var script []string
+	for _, name := range []string{"f4777", "f2777", "f6777"} {
+		script = append(script, "printf x >> "+m.Path(name))
+	}
+	if out, err := asNobody(t, strings.Join(script, " && ")); err != nil {
+		t.Fatalf("writing as nobody: %v\n%s", err, out)
+	}
+	for _, name := range []string{"f4777", "f2777", "f6777"} {
+		check(name, 0o777)
+	}
+}

@@ -269,6 +269,12 @@ func serve(dataset, mountpoint string, opts mountopts.Options, logger *log.Logge
 	if abs, err := filepath.Abs(mountpoint); err == nil {
 		mountpoint = abs
 	}
+	// The kernel has applied the caller's umask to every mode it sends
+	// (arrayfs does not ask for FUSE_DONT_MASK): the daemon's own must
+	// not take bits off again, or a file created 0620 becomes 0600 and
+	// one created 04777 becomes 04755. Every file arrayfs makes for
+	// itself names its mode.
+	syscall.Umask(0)
 	if opts.StoreConnections && !opts.ReadOnly {
 		// A writer's close must reach the daemon to commit its document
 		// (and report a refusal); a connection without OPEN and FLUSH

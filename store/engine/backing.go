@@ -357,6 +357,15 @@ func (b *Backing) Link(oldRel, newRel string) error {
 	})
 }
 
+// LinkFd gives the open file fd (one with no name: O_TMPFILE) the name
+// newRel, through its /proc link, which is how linkat reaches a file
+// by descriptor without CAP_DAC_READ_SEARCH.
+func (b *Backing) LinkFd(fd int, newRel string) error {
+	return b.atCall(newRel, func(ndir int, nbase string) error {
+		return unix.Linkat(unix.AT_FDCWD, procFd(fd), ndir, nbase, unix.AT_SYMLINK_FOLLOW)
+	})
+}
+
 // Rename renames from to to (flags are renameat2's).
 func (b *Backing) Rename(from, to string, flags uint) error {
 	return b.atCall(from, func(fdir int, fbase string) error {

@@ -1,0 +1,95 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// dirHandle is an open directory: its listing (made at the first
+// readdir, and again at a rewind, as rewinddir(3) promises) and the
+// backing directory itself, held open so that fstat answers for the
+// directory the handle opened whatever its name leads to now (renamed
+// over, removed), as on any file system.
+type dirHandle struct {
+	node *dirNode
+	dir  *os.File
+	ds   gofs.DirStream
+}
+
+var (
+	_ gofs.NodeOpendirHandler = (*dirNode)(nil)
+	_ gofs.FileReaddirenter   = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer      = (*dirHandle)(nil)
+	_ gofs.FileReleasedirer   = (*dirHandle)(nil)
+	_ gofs.FileGetattrer      = (*dirHandle)(nil)
+	_ gofs.FileFsyncdirer     = (*dirHandle)(nil)
+)
+
+func (n *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	dir, err := n.fsys.back.OpenDir(n.rel())
+	if err != nil {
+		return nil, 0, gofs.ToErrno(err)
+	}
+	return &dirHandle{node: n, dir: dir}, 0, 0
+}
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if h.ds == nil {
+		ds, errno := h.node.Readdir(ctx)
+		if errno != 0 {
+			return nil, errno
+		}
+		h.ds = ds
+	}
+	if !h.ds.HasNext() {
+		return nil, 0
+	}
+	e, errno := h.ds.Next()
+	return &e, errno
+}
+
+// Seekdir to 0 is a rewind: the next readdir lists the directory anew.
+// Other offsets are positions in the listing made before (telldir).
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 && h.ds != nil {
+		h.ds.Close()
+		h.ds = nil
+	}
+	if h.ds == nil {
+		ds, errno := h.node.Readdir(ctx)
+		if errno != 0 {
+			return errno
+		}
+		h.ds = ds
+	}
+	if sd, ok := h.ds.(gofs.FileSeekdirer); ok {
+		return sd.Seekdir(ctx, off)
+	}
+	return syscall.ENOTSUP
+}
+
+func (h *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {
+	if h.ds != nil {
+		h.ds.Close()
+	}
+	h.dir.Close()
+}
+
+// Getattr is fstat of the open directory.
+func (h *dirHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(h.dir.Fd()), &st); err != nil {
+		return gofs.ToErrno(err)
+	}
+	out.FromStat(&st)
+	out.Ino = 0 // the node's own number
+	return 0
+}
+
+func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	return h.node.Fsync(ctx, h, flags)
+}
