@@ -175,7 +175,8 @@ func (n *fileNode) setattrDirdb(ctx context.Context, f gofs.FileHandle, in *fuse
 		}
 		defer df.Release()
 	}
-	if size, ok := in.GetSize(); ok {
+	size, truncated := in.GetSize()
+	if truncated {
 		if h, ok := f.(*dirdbWriteHandle); ok {
 			h.writers.wrote(ctx)
 		}
@@ -198,6 +199,21 @@ func (n *fileNode) setattrDirdb(ctx context.Context, f gofs.FileHandle, in *fuse
 				return errno, true
 			}
 		}
+	}
+	if truncated && w == nil {
+		// truncate(2) by path published a new file, which the node no
+		// longer stands for (the kernel is told to look it up again):
+		// answer with what the name holds now.
+		st, _, ok, err := n.fsys.ds.Dirdb().Stat(n.rel())
+		if !ok {
+			return syscall.ENOENT, true
+		}
+		if err != nil {
+			return gofs.ToErrno(err), true
+		}
+		out.FromStat(&st.Stat_t)
+		out.Ino = 0
+		return 0, true
 	}
 	errno, _ := n.getattrDirdb(f, out)
 	return errno, true
