@@ -131,12 +131,43 @@ func clean(rel string) (string, error) {
 	return c, nil
 }
 
-// openat2 opens rel under the dataset with the resolution rules.
+// pathChunk is the longest path one openat2 is given. The kernel refuses
+// a path of PATH_MAX (4096) bytes or more, and one under the dataset can
+// be longer than that while every name in it is short (pjdfstest's
+// */03.t make such paths from a subdirectory): a longer one is descended
+// in pieces, each resolved beneath the last by the same rules.
+const pathChunk = 2048
+
+// Openat2 opens rel under the dataset with the resolution rules.
 func (b *Backing) Openat2(rel string, flags int, mode uint32) (int, error) {
 	c, err := clean(rel)
 	if err != nil {
 		return -1, err
 	}
+	dirfd := b.fd
+	for len(c) > pathChunk {
+		i := strings.LastIndexByte(c[:pathChunk], '/')
+		if i <= 0 {
+			return -1, unix.ENAMETOOLONG // a name longer than any file system allows
+		}
+		fd, err := openat2(dirfd, c[:i], unix.O_PATH|unix.O_DIRECTORY, 0)
+		if dirfd != b.fd {
+			unix.Close(dirfd)
+		}
+		if err != nil {
+			return -1, err
+		}
+		dirfd, c = fd, c[i+1:]
+	}
+	fd, err := openat2(dirfd, c, flags, mode)
+	if dirfd != b.fd {
+		unix.Close(dirfd)
+	}
+	return fd, err
+}
+
+// openat2 opens path beneath dirfd with the resolution rules.
+func openat2(dirfd int, path string, flags int, mode uint32) (int, error) {
 	for {
 		how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: resolveFlags}
 		if flags&(unix.O_CREAT|unix.O_TMPFILE) != 0 {
@@ -144,7 +175,7 @@ func (b *Backing) Openat2(rel string, flags int, mode uint32) (int, error) {
 			// (FUSE's CREATE carries S_IFREG) or one without O_CREAT.
 			how.Mode = uint64(mode & 07777)
 		}
-		fd, err := unix.Openat2(b.fd, c, &how)
+		fd, err := unix.Openat2(dirfd, path, &how)
 		if err == unix.EAGAIN || err == unix.EINTR {
 			continue // a rename raced with the lookup: try again
 		}
