@@ -124,6 +124,21 @@ func (n *docNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 			return n.fsys.errno(err)
 		}
 	}
+	if c.Mtime != nil {
+		// A writer's next commit keeps it, as a close keeps the mtime
+		// futimens set after the last write.
+		w, _ := f.(*docWriteHandle)
+		if w == nil {
+			n.mu.Lock()
+			w = n.writer
+			n.mu.Unlock()
+		}
+		if w != nil {
+			w.mu.Lock()
+			w.mtime = *c.Mtime
+			w.mu.Unlock()
+		}
+	}
 	return n.Getattr(ctx, f, out)
 }
 
@@ -253,6 +268,9 @@ type docWriteHandle struct {
 	refused bool // the last commit was refused and nothing changed since
 	created bool // the document did not exist before this handle
 	done    bool // committed at least once
+	// mtime is the one set (futimens) after the last write, which the
+	// commit keeps; 0: the commit's time.
+	mtime int64
 
 	writers writerSet // processes that wrote (closer.go)
 }
@@ -340,7 +358,7 @@ func (h *docWriteHandle) Write(ctx context.Context, data []byte, off int64) (uin
 }
 
 func (h *docWriteHandle) markDirty() {
-	h.wrote, h.refused = true, false
+	h.wrote, h.refused, h.mtime = true, false, 0
 	if !h.dirty {
 		h.dirty = true
 		h.node.mu.Lock()
@@ -387,7 +405,7 @@ func (h *docWriteHandle) commitLocked(flush bool) syscall.Errno {
 	if _, cur, errno := h.node.locate(); errno == 0 {
 		name = cur
 	}
-	err := h.s.Commit(name, h.entry.Ino, h.buf)
+	err := h.s.CommitAt(name, h.entry.Ino, h.buf, h.mtime)
 	// Committed or refused, the kernel's pages of the file are what
 	// this writer wrote: drop them.
 	go h.node.NotifyContent(0, 0)

@@ -36,7 +36,13 @@ func getDerived(xs []engine.Xattr, attr string, dest []byte) (sz uint32, errno s
 // terminated) and the derived names.
 func listWithDerived(own []byte, xs []engine.Xattr, dest []byte) (uint32, syscall.Errno) {
 	var b bytes.Buffer
-	b.Write(own)
+	for _, name := range bytes.SplitAfter(own, []byte{0}) {
+		// One stored under arrayfs's names (by an older arrayfs)
+		// would show twice.
+		if len(name) > 0 && !bytes.HasPrefix(name, []byte(engine.XattrPrefix)) {
+			b.Write(name)
+		}
+	}
 	for _, x := range xs {
 		b.WriteString(x.Name)
 		b.WriteByte(0)
@@ -50,8 +56,12 @@ func listWithDerived(own []byte, xs []engine.Xattr, dest []byte) (uint32, syscal
 	return uint32(copy(dest, b.Bytes())), 0
 }
 
-// setDerived answers a setxattr or (data nil) removexattr of a derived
-// name; ok is false when attr is not one arrayfs derives.
+// setDerived answers a setxattr or (data nil) removexattr of a name
+// under user.arrayfs.; ok is false for other names. Such names are never
+// stored on a backing file: a derived one can be set only to the value
+// it has; one the file does not derive (yet: rsync -X restores an
+// array's attributes before the yaml that makes it an array) is taken
+// and not kept, as what the format says of the file will be shown.
 func setDerived(xs []engine.Xattr, attr string, data []byte) (errno syscall.Errno, ok bool) {
 	if !strings.HasPrefix(attr, engine.XattrPrefix) {
 		return 0, false
@@ -64,7 +74,10 @@ func setDerived(xs []engine.Xattr, attr string, data []byte) (errno syscall.Errn
 			return syscall.EPERM, true
 		}
 	}
-	return 0, false
+	if data == nil {
+		return syscall.ENODATA, true
+	}
+	return 0, true
 }
 
 // A document has no backing file to keep attributes in: it shows the

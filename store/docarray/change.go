@@ -127,9 +127,18 @@ func (s *Store) placeDoc(i int32, key string, x *docExtra) {
 		s.inoOwner[x.ino] = i
 	}
 	s.indexKey(key, i)
+	declared := int(i) < len(s.order) && s.order[i] == key
 	s.orderFill(i, key, +1)
 	s.recDirty[i] = struct{}{}
 	s.live++
+	if declared {
+		// The marker written last listed it here (a restore: rsync
+		// writes .docarray first, then the documents): the text comes
+		// closer to what was written, and the mtime given with it
+		// stays.
+		s.orderGen++
+		return
+	}
 	s.orderChanged()
 }
 
@@ -327,6 +336,13 @@ func (s *Store) Abandon(name string, ino uint64) {
 // A document removed meanwhile takes the data nowhere, as a write to an
 // unlinked file does.
 func (s *Store) Commit(name string, ino uint64, data []byte) error {
+	return s.CommitAt(name, ino, data, 0)
+}
+
+// CommitAt is Commit with the new version's mtime (0: now): the one its
+// writer set after its last write (cp -p and rsync set it before the
+// close that commits).
+func (s *Store) CommitAt(name string, ino uint64, data []byte, mtime int64) error {
 	if err := s.checkWritable(name, "write"); err != nil {
 		return err
 	}
@@ -378,6 +394,9 @@ func (s *Store) Commit(name string, ino uint64, data []byte) error {
 		x.meta = &m
 	}
 	x.meta.Mtime = now()
+	if mtime != 0 {
+		x.meta.Mtime = mtime
+	}
 	v := newVersion(x, data)
 	x.pending = v
 	s.metaDirty[key] = true

@@ -222,6 +222,12 @@ func (s *Store) relocate(docs []liveDoc) {
 func (s *Store) Marker() ([]byte, Meta) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.renderMarkerLocked()
+	s.settleMarkerLocked()
+	return s.markerText, s.marker
+}
+
+func (s *Store) renderMarkerLocked() {
 	if s.markerText == nil || s.markerGen != s.orderGen {
 		docs := s.liveDocs()
 		keys := make([]string, len(docs))
@@ -230,7 +236,30 @@ func (s *Store) Marker() ([]byte, Meta) {
 		}
 		s.markerText, s.markerGen = renderMarker(s.k, keys), s.orderGen
 	}
-	return s.markerText, s.marker
+}
+
+// settleMarkerLocked: a marker written with documents still to come (a
+// restore writes .docarray first, then the documents it lists) takes
+// back the mtime it was written with once the store holds what it
+// lists, whatever the documents' arrival did to it meanwhile; as rsync,
+// cp -a and tar expect of a file whose content they wrote.
+func (s *Store) settleMarkerLocked() {
+	if s.markerWritten == nil {
+		return
+	}
+	s.renderMarkerLocked()
+	if bytes.Equal(s.markerText, s.markerWritten) {
+		if s.marker.Mtime != s.markerWrittenMtime {
+			s.marker.Mtime = s.markerWrittenMtime
+			s.markerDirty = true
+		}
+		s.markerWritten = nil
+	} else if len(s.order) == 0 {
+		// Everything it listed is here, and the text still differs
+		// (written by hand, in another layout): its mtime is the last
+		// change's.
+		s.markerWritten = nil
+	}
 }
 
 // SetMarkerAttr changes the marker's mode, owner or mtime.
@@ -240,6 +269,9 @@ func (s *Store) SetMarkerAttr(c AttrChange) (Meta, error) {
 	}
 	s.mu.Lock()
 	c.apply(&s.marker)
+	if c.Mtime != nil {
+		s.markerWrittenMtime = *c.Mtime
+	}
 	s.markerDirty = true
 	m := s.marker
 	s.mu.Unlock()
@@ -271,6 +303,7 @@ func (s *Store) WriteMarker(data []byte, meta *Meta) error {
 	if meta != nil {
 		s.marker = *meta
 	}
+	s.markerWritten, s.markerWrittenMtime = bytes.Clone(data), s.marker.Mtime
 	s.markerDirty = true
 	s.mu.Unlock()
 	s.mutMu.RUnlock()
@@ -416,6 +449,11 @@ func (d *Stores) Create(dirRel string, marker []byte, meta Meta, skip string) (*
 	s, err := d.openStoreLocked(dirRel)
 	if err != nil || s == nil {
 		return nil, nil, fmt.Errorf("%s: the new store does not open: %v", dirRel, err)
+	}
+	if len(order) > 0 {
+		s.mu.Lock()
+		s.markerWritten, s.markerWrittenMtime = bytes.Clone(marker), meta.Mtime
+		s.mu.Unlock()
 	}
 	var moved []string
 	for _, doc := range docs {

@@ -94,13 +94,18 @@ type Store struct {
 	orderFilled int
 	rewrite     bool // the whole header is to be rewritten (relocation)
 
-	base        Meta // what untouched documents show
-	marker      Meta
-	metaDirty   map[string]bool
-	markerDirty bool
-	orderDirty  bool
-	storeDirty  bool
-	sidecar     *os.File
+	base   Meta // what untouched documents show
+	marker Meta
+	// markerWritten is the text last written to the marker while the
+	// store does not hold all it lists yet, and the mtime it came with
+	// (settleMarkerLocked).
+	markerWritten      []byte
+	markerWrittenMtime int64
+	metaDirty          map[string]bool
+	markerDirty        bool
+	orderDirty         bool
+	storeDirty         bool
+	sidecar            *os.File
 	// sidecarPending: lines rendered and not yet appended.
 	sidecarPending []byte
 	orderGen       uint64

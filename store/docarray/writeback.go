@@ -350,6 +350,7 @@ func (s *Store) recordStays(i int32) bool {
 // sidecarLinesLocked renders the sidecar lines of the changes made since
 // the last write-back and returns everything not yet appended.
 func (s *Store) sidecarLinesLocked() []byte {
+	s.settleMarkerLocked()
 	if s.storeDirty {
 		s.sidecarPending = append(s.sidecarPending, encodeStoreLine(s.id, s.k, s.base.Mtime)...)
 		s.storeDirty = false
