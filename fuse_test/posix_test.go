@@ -2,12 +2,17 @@ package fuse_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // posixDataset is a dataset with a docarray store (store/), a dirdb
@@ -241,5 +246,148 @@ func TestCreateModesAndKillPriv(t *testing.T) {
 	}
 	for _, name := range []string{"f4777", "f2777", "f6777"} {
 		check(name, 0o777)
+	}
+}
+
+// TestDocumentsAndEntriesAsFiles: documents and dirdb entries answer
+// what files do: lseek SEEK_DATA/SEEK_HOLE (all data, the hole at the
+// end), a shared read-only mapping equal to read(), blocks for du,
+// utimes to the nanosecond, O_APPEND and fsync/fdatasync, O_EXCL on an
+// existing name.
+func TestDocumentsAndEntriesAsFiles(t *testing.T) {
+	m := mount(t, posixDataset(t))
+	for kind, files := range kindFiles(t, m) {
+		p := files[0]
+		data := mustRead(t, p)
+		fd, err := unix.Open(p, unix.O_RDONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if off, err := unix.Seek(fd, 0, unix.SEEK_DATA); err != nil || off != 0 {
+			t.Errorf("%s: SEEK_DATA from 0: %d, %v; want 0", kind, off, err)
+		}
+		if off, err := unix.Seek(fd, 0, unix.SEEK_HOLE); err != nil || off != int64(len(data)) {
+			t.Errorf("%s: SEEK_HOLE from 0: %d, %v; want the size %d", kind, off, err, len(data))
+		}
+		if _, err := unix.Seek(fd, int64(len(data))+1, unix.SEEK_DATA); err != unix.ENXIO {
+			t.Errorf("%s: SEEK_DATA past the end: %v, want ENXIO", kind, err)
+		}
+		mapped, err := unix.Mmap(fd, 0, len(data), unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			t.Errorf("%s: mmap: %v", kind, err)
+		} else {
+			if !bytes.Equal(mapped, data) {
+				t.Errorf("%s: the mapping differs from read()", kind)
+			}
+			unix.Munmap(mapped)
+		}
+		var st unix.Stat_t
+		unix.Fstat(fd, &st)
+		if st.Blocks*512 < st.Size || st.Nlink != 1 {
+			t.Errorf("%s: blocks %d for %d bytes, nlink %d", kind, st.Blocks, st.Size, st.Nlink)
+		}
+		unix.Close(fd)
+
+		ts := []unix.Timespec{{Sec: 1234567890, Nsec: 123456789}, {Sec: 1234567890, Nsec: 987654321}}
+		if err := unix.UtimesNano(p, ts); err != nil {
+			t.Errorf("%s: utimensat: %v", kind, err)
+		} else if err := unix.Stat(p, &st); err != nil || st.Mtim != ts[1] {
+			t.Errorf("%s: mtime after utimensat %v, want %v (%v)", kind, st.Mtim, ts[1], err)
+		}
+
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kind != "document" { // appending to a document leaves no document
+			if _, err := f.Write([]byte("+")); err != nil {
+				t.Errorf("%s: append: %v", kind, err)
+			}
+			data = append(data, '+')
+		}
+		if err := f.Sync(); err != nil {
+			t.Errorf("%s: fsync: %v", kind, err)
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			t.Errorf("%s: fdatasync: %v", kind, err)
+		}
+		if err := f.Close(); err != nil {
+			t.Errorf("%s: close: %v", kind, err)
+		}
+		if got := mustRead(t, p); !bytes.Equal(got, data) {
+			t.Errorf("%s: after the append: %d bytes, want %d", kind, len(got), len(data))
+		}
+		if _, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); !errors.Is(err, os.ErrExist) {
+			t.Errorf("%s: O_EXCL on an existing name: %v, want EEXIST", kind, err)
+		}
+	}
+}
+
+// TestSeekdirInALargeStore: telldir/seekdir (lseek of a directory
+// descriptor to an offset getdents gave) resume a listing of 100,000
+// documents exactly where it was, and rewinddir starts it again.
+func TestSeekdirInALargeStore(t *testing.T) {
+	root := t.TempDir()
+	docs := make([]storeDoc, 100_000)
+	for i := range docs {
+		key := fmt.Sprintf("d%06d", i)
+		docs[i] = storeDoc{key, pbDoc(key, "")}
+	}
+	writeDocStore(t, filepath.Join(root, "s"), 36, docs)
+	m := mount(t, root)
+	fd, err := unix.Open(m.Path("s"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	type ent struct {
+		name string
+		off  int64
+	}
+	read := func(max int) []ent {
+		var out []ent
+		buf := make([]byte, 8192)
+		for len(out) < max {
+			n, err := unix.Getdents(fd, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
+			for b := buf[:n]; len(b) > 0; {
+				reclen := int(b[16]) | int(b[17])<<8
+				off := int64(binary.LittleEndian.Uint64(b[8:]))
+				name := string(bytes.TrimRight(b[19:reclen], "\x00"))
+				out = append(out, ent{name, off})
+				b = b[reclen:]
+			}
+		}
+		return out
+	}
+	all := read(1 << 30)
+	var names []string
+	for _, e := range all {
+		if e.name != "." && e.name != ".." {
+			names = append(names, e.name)
+		}
+	}
+	if len(names) != len(docs)+1 { // and .docarray
+		t.Fatalf("listed %d names, want %d", len(names), len(docs)+1)
+	}
+	for _, k := range []int{1, 777, 50_000, len(all) - 2} {
+		if _, err := unix.Seek(fd, all[k].off, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		rest := read(3)
+		if len(rest) == 0 || rest[0].name != all[k+1].name {
+			t.Errorf("seekdir to the offset of entry %d (%s): next is %v, want %s", k, all[k].name, rest, all[k+1].name)
+		}
+	}
+	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if again := read(1 << 30); len(again) != len(all) {
+		t.Errorf("after rewinddir: %d entries, want %d", len(again), len(all))
 	}
 }
