@@ -111,6 +111,9 @@ func (n *docNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAt
 		f = h.(gofs.FileHandle) // the truncation of an open(O_TRUNC)
 	}
 	if size, ok := in.GetSize(); ok {
+		if size > docarray.MaxDocumentSize {
+			return syscall.EFBIG
+		}
 		if h, ok := f.(*docWriteHandle); ok {
 			h.writers.wrote(ctx)
 			h.truncate(int64(size))
@@ -348,6 +351,9 @@ func (h *docWriteHandle) Write(ctx context.Context, data []byte, off int64) (uin
 	defer h.mu.Unlock()
 	if err := h.load(); err != nil {
 		return 0, h.fsys.errno(err)
+	}
+	if off < 0 || off+int64(len(data)) > docarray.MaxDocumentSize {
+		return 0, syscall.EFBIG
 	}
 	if end := off + int64(len(data)); end > int64(len(h.buf)) {
 		h.buf = append(h.buf, make([]byte, end-int64(len(h.buf)))...)

@@ -119,6 +119,9 @@ func (n *markerNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.Se
 		f = h.(gofs.FileHandle) // the truncation of an open(O_TRUNC)
 	}
 	if size, ok := in.GetSize(); ok {
+		if size > docarray.MaxDocumentSize {
+			return syscall.EFBIG
+		}
 		w, isW := f.(*markerWriteHandle)
 		if !isW {
 			return syscall.EPERM
@@ -259,6 +262,9 @@ func (h *markerWriteHandle) Write(ctx context.Context, data []byte, off int64) (
 	h.writers.wrote(ctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if off < 0 || off+int64(len(data)) > docarray.MaxDocumentSize {
+		return 0, syscall.EFBIG
+	}
 	if end := off + int64(len(data)); end > int64(len(h.buf)) {
 		h.buf = append(h.buf, make([]byte, end-int64(len(h.buf)))...)
 	}

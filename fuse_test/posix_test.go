@@ -391,3 +391,31 @@ func TestSeekdirInALargeStore(t *testing.T) {
 		t.Errorf("after rewinddir: %d entries, want %d", len(again), len(all))
 	}
 }
+
+// TestHugeSizesRefused: a truncation or a write of a document or a
+// marker far past any size it can have is refused with EFBIG (pjdfstest
+// truncate/12 truncates to 999 TB), never a crash of the handler, and
+// the content stays.
+func TestHugeSizesRefused(t *testing.T) {
+	m := mount(t, posixDataset(t))
+	for _, p := range []string{kindFiles(t, m)["document"][0], m.Path("store/.docarray")} {
+		before := mustRead(t, p)
+		if err := os.Truncate(p, 999_999_999_999_999); !errors.Is(err, syscall.EFBIG) {
+			t.Errorf("%s: truncate to 999 TB: %v, want EFBIG", p, err)
+		}
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(1 << 50); !errors.Is(err, syscall.EFBIG) {
+			t.Errorf("%s: ftruncate to 1 PiB: %v, want EFBIG", p, err)
+		}
+		if _, err := f.WriteAt([]byte("x"), 1<<40); !errors.Is(err, syscall.EFBIG) {
+			t.Errorf("%s: write at 1 TiB: %v, want EFBIG", p, err)
+		}
+		f.Close()
+		if got := mustRead(t, p); !bytes.Equal(got, before) {
+			t.Errorf("%s changed: %d bytes, was %d", p, len(got), len(before))
+		}
+	}
+}

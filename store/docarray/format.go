@@ -25,6 +25,12 @@ const (
 	DefaultKeyLength = 36
 	MaxKeyLength     = 4096
 
+	// MaxDocumentSize bounds a document (and a marker) written through
+	// the mount, which is held in memory until its commit: a write or a
+	// truncation past it is refused with EFBIG, as a file system refuses
+	// one past its largest file.
+	MaxDocumentSize = 1 << 30
+
 	// docPageSize is the G arrayfs splits a start offset with (Linux's
 	// mmap.ALLOCATIONGRANULARITY). Readers use p+r and never assume it.
 	docPageSize = 4096
