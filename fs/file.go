@@ -113,14 +113,15 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 }
 
 func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := f.(gofs.FileGetattrer); ok {
+		// fstat of a plain file: the open file, whatever its name leads
+		// to now (and without a path: it may have none).
+		return h.Getattr(ctx, out)
+	}
 	if errno, ok := n.getattrDirdb(f, out); ok {
 		return errno
 	}
-	switch h := f.(type) {
-	case gofs.FileGetattrer:
-		// fstat: the open file, whatever its name leads to now.
-		return h.Getattr(ctx, out)
-	case *arrayHandle:
+	if h, ok := f.(*arrayHandle); ok {
 		return h.getattr(out)
 	}
 	st, errno := n.lstatOwn()
