@@ -271,6 +271,9 @@ type docWriteHandle struct {
 	refused bool // the last commit was refused and nothing changed since
 	created bool // the document did not exist before this handle
 	done    bool // committed at least once
+	// abandoned: a new document refused at a close, taken back (it
+	// never was); the handle writes nowhere after.
+	abandoned bool
 	// mtime is the one set (futimens) after the last write, which the
 	// commit keeps; 0: the commit's time.
 	mtime int64
@@ -349,6 +352,9 @@ func (h *docWriteHandle) Write(ctx context.Context, data []byte, off int64) (uin
 	h.writers.wrote(ctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.abandoned {
+		return 0, syscall.ESTALE
+	}
 	if err := h.load(); err != nil {
 		return 0, h.fsys.errno(err)
 	}
@@ -404,6 +410,9 @@ func (h *docWriteHandle) commit(flush bool) syscall.Errno {
 }
 
 func (h *docWriteHandle) commitLocked(flush bool) syscall.Errno {
+	if h.abandoned {
+		return 0
+	}
 	if !h.dirty || h.refused || flush && !h.wrote {
 		return 0
 	}
@@ -436,7 +445,37 @@ func (h *docWriteHandle) Flush(ctx context.Context) syscall.Errno {
 	if !h.writers.isWriter(ctx) {
 		return 0 // a fork's copy of the descriptor closed (closer.go)
 	}
-	return h.commit(true)
+	errno := h.commit(true)
+	if errno != 0 {
+		h.mu.Lock()
+		h.abandonLocked(true)
+		h.mu.Unlock()
+	}
+	return errno
+}
+
+// abandonLocked: a new document whose content was refused never was.
+// At a refused close this is done before close(2) returns (now: the
+// kernel holds no lock of the directory during FLUSH), so that the
+// name is gone for whoever looks next; at the release, for the rest.
+// The handle then writes nowhere (ESTALE).
+func (h *docWriteHandle) abandonLocked(now bool) {
+	if !h.created || h.done || h.abandoned {
+		return
+	}
+	h.abandoned = true
+	name := h.entry.Name
+	if _, cur, errno := h.node.locate(); errno == 0 {
+		name = cur
+	}
+	h.s.Abandon(name, h.entry.Ino)
+	if _, parent := h.node.Parent(); parent != nil {
+		if now {
+			parent.NotifyEntry(name)
+		} else {
+			go parent.NotifyEntry(name) // the kernel keeps a name for long
+		}
+	}
 }
 
 func (h *docWriteHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
@@ -461,17 +500,7 @@ func (h *docWriteHandle) Release(ctx context.Context) syscall.Errno {
 		h.node.writer = nil
 	}
 	h.node.mu.Unlock()
-	if h.created && !h.done {
-		// A new document whose content was refused: it never was.
-		name := h.entry.Name
-		if _, cur, errno := h.node.locate(); errno == 0 {
-			name = cur
-		}
-		h.s.Abandon(name, h.entry.Ino)
-		if _, parent := h.node.Parent(); parent != nil {
-			go parent.NotifyEntry(name) // the kernel keeps a name for long
-		}
-	}
+	h.abandonLocked(false)
 	return 0
 }
 
