@@ -293,10 +293,7 @@ var (
 // reads: a version published at a close is renamed in at once but made
 // durable later (engine/dirsync.go), as ext4 does with a close.
 func (h *dirdbReadHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	if err := h.fsys.back.SyncDirs(); err != nil {
-		return h.fsys.errno(&engine.Error{Path: h.rel, Op: "fsync", Reason: err.Error(), Errno: engine.ErrnoOf(err)})
-	}
-	return 0
+	return h.fsys.errno(h.fsys.ds.Dirdb().SyncPublished(h.rel))
 }
 
 // dirdbWriteHandle is a member opened for writing: reads and writes go

@@ -73,8 +73,12 @@ type unnamedFile struct {
 	f  *os.File
 }
 
+// set makes f the descriptor (nil: none), closing the one before.
 func (u *unnamedFile) set(f *os.File) {
 	u.mu.Lock()
+	if u.f != nil {
+		u.f.Close()
+	}
 	u.f = f
 	u.mu.Unlock()
 }
@@ -98,11 +102,4 @@ func (u *unnamedFile) link(back *engine.Backing, rel string) (ok bool, err error
 var _ gofs.NodeOnForgetter = (*fileNode)(nil)
 
 // OnForget: the kernel is done with the node; an unnamed file goes.
-func (n *fileNode) OnForget() {
-	n.unnamed.mu.Lock()
-	if n.unnamed.f != nil {
-		n.unnamed.f.Close()
-		n.unnamed.f = nil
-	}
-	n.unnamed.mu.Unlock()
-}
+func (n *fileNode) OnForget() { n.unnamed.set(nil) }

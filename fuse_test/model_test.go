@@ -52,9 +52,7 @@ func TestModelRandomOps(t *testing.T) {
 	if v := os.Getenv("ARRAYFS_FSX_SEED"); v != "" {
 		seed, _ = strconv.ParseUint(v, 10, 64)
 	}
-	root, _ := fixtureStore(t)
-	run(t, "cp", "-r", fixturePath(t, "dirdb/db"), filepath.Join(root, "db"))
-	run(t, "chmod", "-R", "u+w", filepath.Join(root, "db"))
+	root := fixtureDataset(t, map[string]string{"db": "dirdb/db"})
 	os.Mkdir(filepath.Join(root, "plain"), 0o755)
 	const rows, cols = 16, 256 // float32: 16 KiB
 	os.WriteFile(filepath.Join(root, "cell,gene#M.yaml"), []byte(fmt.Sprintf("dtype: float32\nshape:\n- %d\n- %d\nversion:\n- 1\n- 0\n", rows, cols)), 0o644)

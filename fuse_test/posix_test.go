@@ -15,13 +15,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// fixtureDataset is the docarray fixture store (store/) with more
+// fixtures copied beside it: a directory name to a fixture's path.
+func fixtureDataset(t *testing.T, more map[string]string) string {
+	t.Helper()
+	root, _ := fixtureStore(t)
+	for dst, src := range more {
+		run(t, "cp", "-r", fixturePath(t, src), filepath.Join(root, dst))
+		run(t, "chmod", "-R", "u+w", filepath.Join(root, dst))
+	}
+	return root
+}
+
 // posixDataset is a dataset with a docarray store (store/), a dirdb
 // database (db/) and plain files (plain/), from the fixtures.
 func posixDataset(t *testing.T) string {
 	t.Helper()
-	root, _ := fixtureStore(t)
-	run(t, "cp", "-r", fixturePath(t, "dirdb/db"), filepath.Join(root, "db"))
-	run(t, "chmod", "-R", "u+w", filepath.Join(root, "db"))
+	root := fixtureDataset(t, map[string]string{"db": "dirdb/db"})
 	if err := os.Mkdir(filepath.Join(root, "plain"), 0o755); err != nil {
 		t.Fatal(err)
 	}

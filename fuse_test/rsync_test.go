@@ -10,18 +10,6 @@ import (
 	"time"
 )
 
-// rsyncDataset is a dataset of all three formats from the fixtures:
-// store/ (docarray), arrays/ (daf), db/ (dirdb).
-func rsyncDataset(t *testing.T) string {
-	t.Helper()
-	root, _ := fixtureStore(t)
-	for dst, src := range map[string]string{"arrays": "daf/arrays", "db": "dirdb/db"} {
-		run(t, "cp", "-r", fixturePath(t, src), filepath.Join(root, dst))
-		run(t, "chmod", "-R", "u+w", filepath.Join(root, dst))
-	}
-	return root
-}
-
 // transferred is the files an rsync --itemize-changes output says it
 // sent (lines ">f..."), sorted.
 func transferred(out string) []string {
@@ -46,7 +34,8 @@ func transferred(out string) []string {
 // dataset: daf and dirdb files byte for byte, the same documents in the
 // same order, and the mtimes and modes kept.
 func TestRsyncWholeDataset(t *testing.T) {
-	root := rsyncDataset(t)
+	// All three formats: store/ (docarray), arrays/ (daf), db/ (dirdb).
+	root := fixtureDataset(t, map[string]string{"arrays": "daf/arrays", "db": "dirdb/db"})
 	m := mount(t, root)
 	old := time.Date(2019, 1, 2, 3, 4, 5, 0, time.UTC)
 	os.Chtimes(m.Path("store/doc-000"), old, old)

@@ -1,13 +1,6 @@
 package dirdb
 
-import (
-	"errors"
-	"io"
-	"os"
-	"syscall"
-
-	"github.com/arrayfs/arrayfs/store/engine"
-)
+import "os"
 
 // Handles of a deleted member.
 //
@@ -89,38 +82,4 @@ func (w *Writer) releaseHandleLocked() {
 			delete(ms.orphans, w.gen)
 		}
 	}
-}
-
-// orphanWrite writes p at off to an orphan (at its end with append).
-func (w *Writer) orphanWrite(f *os.File, p []byte, off int64) (int, error) {
-	if w.append {
-		st, err := f.Stat()
-		if err != nil {
-			return 0, w.orphanErr("write", err)
-		}
-		off = st.Size()
-	}
-	n, err := f.WriteAt(p, off)
-	if err != nil {
-		return n, w.orphanErr("write", err)
-	}
-	return n, nil
-}
-
-func orphanRead(f *os.File, p []byte, off int64) (int, error) {
-	n, err := f.ReadAt(p, off)
-	if errors.Is(err, io.EOF) {
-		err = nil
-	}
-	return n, err
-}
-
-func orphanStat(f *os.File) (syscall.Stat_t, error) {
-	var st syscall.Stat_t
-	err := syscall.Fstat(int(f.Fd()), &st)
-	return st, err
-}
-
-func (w *Writer) orphanErr(op string, err error) error {
-	return &engine.Error{Path: w.f.e.String() + memberExt[w.f.m] + " (deleted)", Op: op, Reason: engine.UnwrapPath(err).Error(), Errno: engine.ErrnoOf(err)}
 }

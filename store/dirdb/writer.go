@@ -138,41 +138,32 @@ func (w *Writer) checkLocked(op string) error {
 func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 	e, m := w.f.e, w.f.m
 	e.mu.Lock()
-	if f := w.orphanOf(); f != nil {
-		defer e.mu.Unlock()
-		return w.orphanWrite(f, p, off)
-	}
-	if err := w.checkLocked("write"); err != nil {
-		e.mu.Unlock()
-		return 0, err
-	}
-	w.countLocked()
-	s, err := e.ensureStageLocked(ctx, m, true, 0o644)
+	f, s, err := w.targetLocked(ctx, "write")
 	if err != nil {
 		e.mu.Unlock()
 		return 0, err
 	}
-	f := s.s.File()
+	rel := w.targetRel(s)
 	if w.append {
 		var st syscall.Stat_t
 		if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 			e.mu.Unlock()
-			return 0, &engine.Error{Path: e.relOf(m), Op: "write", Reason: err.Error(), Errno: engine.ErrnoOf(err)}
+			return 0, &engine.Error{Path: rel, Op: "write", Reason: err.Error(), Errno: engine.ErrnoOf(err)}
 		}
 		off = st.Size
 	}
 	n, err := f.WriteAt(p, off)
-	if n > 0 {
+	var size int64
+	if s != nil && n > 0 {
 		s.dirty.Store(true)
 		s.unsynced += int64(n)
+		size = s.unsynced
 	}
-	size := s.unsynced
-	rel := e.relOf(m)
 	e.mu.Unlock()
 	if err != nil {
 		return n, &engine.Error{Path: rel, Op: "write", Reason: engine.UnwrapPath(err).Error(), Errno: engine.ErrnoOf(err)}
 	}
-	if n > 0 {
+	if s != nil && n > 0 {
 		return n, e.markDirty(m, s, size)
 	}
 	return n, nil
@@ -181,31 +172,50 @@ func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64) (int, error) 
 // ReadAt reads the member as this handle sees it: its pending version
 // (starting one, a copy taken under the lock, if there is none).
 func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	e, m := w.f.e, w.f.m
+	e := w.f.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if f := w.orphanOf(); f != nil {
-		n, err := orphanRead(f, p, off)
-		if err != nil {
-			return n, w.orphanErr("read", err)
-		}
-		return n, nil
-	}
-	if err := w.checkLocked("read"); err != nil {
-		return 0, err
-	}
-	s, err := e.ensureStageLocked(ctx, m, true, 0o644)
+	f, s, err := w.targetLocked(ctx, "read")
 	if err != nil {
 		return 0, err
 	}
-	n, err := s.s.File().ReadAt(p, off)
+	n, err := f.ReadAt(p, off)
 	if errors.Is(err, io.EOF) {
 		err = nil
 	}
 	if err != nil {
-		return n, &engine.Error{Path: e.relOf(m), Op: "read", Reason: engine.UnwrapPath(err).Error(), Errno: engine.ErrnoOf(err)}
+		return n, &engine.Error{Path: w.targetRel(s), Op: "read", Reason: engine.UnwrapPath(err).Error(), Errno: engine.ErrnoOf(err)}
 	}
 	return n, nil
+}
+
+// targetLocked is the file the writer reads and writes: its orphan
+// (s nil) when its member was deleted or replaced since it opened it
+// (orphan.go), else the member's pending version, started if there is
+// none (a copy taken under dirdb's lock).
+func (w *Writer) targetLocked(ctx context.Context, op string) (f *os.File, s *dirdbStage, err error) {
+	if f := w.orphanOf(); f != nil {
+		return f, nil, nil
+	}
+	if err := w.checkLocked(op); err != nil {
+		return nil, nil, err
+	}
+	if op == "write" {
+		w.countLocked() // a writer again, if a close had ended it
+	}
+	if s, err = w.f.e.ensureStageLocked(ctx, w.f.m, true, 0o644); err != nil {
+		return nil, nil, err
+	}
+	return s.s.File(), s, nil
+}
+
+// targetRel names the target in messages.
+func (w *Writer) targetRel(s *dirdbStage) string {
+	rel := w.f.e.relOf(w.f.m)
+	if s == nil {
+		rel += " (deleted)"
+	}
+	return rel
 }
 
 // Truncate sets the size of the member's pending version.
@@ -215,7 +225,7 @@ func (w *Writer) Truncate(ctx context.Context, size int64) error {
 	if f := w.orphanOf(); f != nil {
 		defer e.mu.Unlock()
 		if err := f.Truncate(size); err != nil {
-			return w.orphanErr("truncate", err)
+			return &engine.Error{Path: w.targetRel(nil), Op: "truncate", Reason: engine.UnwrapPath(err).Error(), Errno: engine.ErrnoOf(err)}
 		}
 		return nil
 	}
@@ -252,7 +262,8 @@ func (w *Writer) Stat() (syscall.Stat_t, error) {
 	f := w.orphanOf() // not closed while w is not released
 	e.mu.Unlock()
 	if f != nil {
-		return orphanStat(f)
+		st, err := engine.FstatFile(f)
+		return st.Stat_t, err
 	}
 	if st, ok := e.pendingStat(m, true); ok {
 		return st.Stat_t, nil

@@ -127,18 +127,9 @@ func (s *Store) placeDoc(i int32, key string, x *docExtra) {
 		s.inoOwner[x.ino] = i
 	}
 	s.indexKey(key, i)
-	declared := int(i) < len(s.order) && s.order[i] == key
 	s.orderFill(i, key, +1)
 	s.recDirty[i] = struct{}{}
 	s.live++
-	if declared {
-		// The marker written last listed it here (a restore: rsync
-		// writes .docarray first, then the documents): the text comes
-		// closer to what was written, and the mtime given with it
-		// stays.
-		s.orderGen++
-		return
-	}
 	s.orderChanged()
 }
 

@@ -238,6 +238,12 @@ func (s *Store) renderMarkerLocked() {
 	}
 }
 
+// expectMarkerLocked notes text, just written to the marker with the
+// marker's current mtime, for settleMarkerLocked.
+func (s *Store) expectMarkerLocked(text []byte) {
+	s.markerWritten, s.markerWrittenMtime = bytes.Clone(text), s.marker.Mtime
+}
+
 // settleMarkerLocked: a marker written with documents still to come (a
 // restore writes .docarray first, then the documents it lists) takes
 // back the mtime it was written with once the store holds what it
@@ -303,7 +309,7 @@ func (s *Store) WriteMarker(data []byte, meta *Meta) error {
 	if meta != nil {
 		s.marker = *meta
 	}
-	s.markerWritten, s.markerWrittenMtime = bytes.Clone(data), s.marker.Mtime
+	s.expectMarkerLocked(data)
 	s.markerDirty = true
 	s.mu.Unlock()
 	s.mutMu.RUnlock()
@@ -450,11 +456,9 @@ func (d *Stores) Create(dirRel string, marker []byte, meta Meta, skip string) (*
 	if err != nil || s == nil {
 		return nil, nil, fmt.Errorf("%s: the new store does not open: %v", dirRel, err)
 	}
-	if len(order) > 0 {
-		s.mu.Lock()
-		s.markerWritten, s.markerWrittenMtime = bytes.Clone(marker), meta.Mtime
-		s.mu.Unlock()
-	}
+	s.mu.Lock()
+	s.expectMarkerLocked(marker)
+	s.mu.Unlock()
 	var moved []string
 	for _, doc := range docs {
 		if err := s.insert(doc.name, doc.data, doc.meta, 0, true); err != nil {
