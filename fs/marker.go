@@ -230,6 +230,9 @@ type markerWriteHandle struct {
 	meta  docarray.Meta
 	dirty bool
 	done  bool
+	// abandoned: a marker refused at a close in a plain directory, taken
+	// back (the directory stays plain); the handle writes nowhere after.
+	abandoned bool
 
 	writers writerSet // processes that wrote (closer.go)
 }
@@ -262,6 +265,9 @@ func (h *markerWriteHandle) Write(ctx context.Context, data []byte, off int64) (
 	h.writers.wrote(ctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.abandoned {
+		return 0, syscall.ESTALE
+	}
 	if off < 0 || off+int64(len(data)) > docarray.MaxDocumentSize {
 		return 0, syscall.EFBIG
 	}
@@ -287,7 +293,7 @@ func (h *markerWriteHandle) truncate(size int64) {
 func (h *markerWriteHandle) apply() syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.dirty {
+	if !h.dirty || h.abandoned {
 		return 0
 	}
 	var err error
@@ -295,9 +301,7 @@ func (h *markerWriteHandle) apply() syscall.Errno {
 		var moved []string
 		h.store, moved, err = h.fsys.ds.Docs().Create(h.dir.rel(), h.buf, h.meta, "")
 		if err == nil {
-			h.node.mu.Lock()
-			h.node.creating = nil
-			h.node.mu.Unlock()
+			h.node.stopCreating(h)
 			h.dir.notifyEntries(moved...)
 		}
 	} else {
@@ -317,7 +321,40 @@ func (h *markerWriteHandle) Flush(ctx context.Context) syscall.Errno {
 	if !h.writers.isWriter(ctx) {
 		return 0 // a fork's copy of the descriptor closed (closer.go)
 	}
-	return h.apply()
+	errno := h.apply()
+	if errno != 0 {
+		h.mu.Lock()
+		h.abandonLocked(true)
+		h.mu.Unlock()
+	}
+	return errno
+}
+
+// stopCreating: h no longer makes this marker; a handle that opened
+// the name after it (a new attempt) keeps its own claim.
+func (n *markerNode) stopCreating(h *markerWriteHandle) {
+	n.mu.Lock()
+	if n.creating == h {
+		n.creating = nil
+	}
+	n.mu.Unlock()
+}
+
+// abandonLocked: a marker refused in a plain directory never was. At a
+// refused close this is done before close(2) returns (now), so that the
+// name is gone for whoever looks next; at the release, for the rest.
+func (h *markerWriteHandle) abandonLocked(now bool) {
+	if h.store != nil || h.done || h.abandoned {
+		return
+	}
+	h.abandoned = true
+	h.node.stopCreating(h)
+	h.fsys.logf("%s: %s was not a valid marker; the directory stays a plain directory", filepath.Join(h.dir.rel(), docarray.MarkerName), docarray.MarkerName)
+	if now {
+		h.dir.NotifyEntry(docarray.MarkerName) // FLUSH holds no lock of the directory
+	} else {
+		h.dir.notifyEntries(docarray.MarkerName)
+	}
 }
 
 func (h *markerWriteHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
@@ -331,14 +368,6 @@ func (h *markerWriteHandle) Release(ctx context.Context) syscall.Errno {
 	h.node.fresh.drop(h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.store == nil && !h.done {
-		// The marker was refused: the directory stays plain and the
-		// name goes.
-		h.node.mu.Lock()
-		h.node.creating = nil
-		h.node.mu.Unlock()
-		h.fsys.logf("%s: %s was not a valid marker; the directory stays a plain directory", filepath.Join(h.dir.rel(), docarray.MarkerName), docarray.MarkerName)
-		h.dir.notifyEntries(docarray.MarkerName)
-	}
+	h.abandonLocked(false)
 	return 0
 }

@@ -515,6 +515,19 @@ func TestDocMarkerRules(t *testing.T) {
 	if err := os.WriteFile(m.Path("plain/.docarray"), []byte("key_length: 36\n"), 0o644); !errors.Is(err, syscall.ENOTEMPTY) {
 		t.Errorf("marker over a text file: %v", err)
 	}
+	// Again and again, at once: a refused marker's release, which comes
+	// after close(2), must not take the claim of the next attempt.
+	for i := 0; i < 50; i++ {
+		if err := os.WriteFile(m.Path("plain/.docarray"), []byte("key_length: [x"), 0o644); !errors.Is(err, syscall.EINVAL) {
+			t.Fatalf("bad marker, attempt %d: %v", i, err)
+		}
+		if err := os.WriteFile(m.Path("plain/.docarray"), []byte("key_length: 36\n"), 0o644); !errors.Is(err, syscall.ENOTEMPTY) {
+			t.Fatalf("marker over a text file, attempt %d: %v", i, err)
+		}
+	}
+	if _, err := os.Stat(m.Path("plain/.docarray")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused marker is still there: %v", err)
+	}
 	if _, err := os.Stat(m.Backing("plain/header.bin")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused marker made a store: %v", err)
 	}
