@@ -53,6 +53,9 @@ func (n *dirNode) hidden(name string) bool {
 }
 
 func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if len(name) > nameMax {
+		return nil, syscall.ENAMETOOLONG
+	}
 	if n.isRoot() && name == reservedDir {
 		return n.lookupReserved(ctx, out)
 	}
@@ -293,6 +296,9 @@ func (n *dirNode) Rename(ctx context.Context, name string, newParent gofs.InodeE
 	if !ok {
 		return syscall.EXDEV
 	}
+	if len(newName) > nameMax {
+		return syscall.ENAMETOOLONG
+	}
 	if n.hidden(name) || dst.hidden(newName) {
 		return syscall.ENOENT
 	}
@@ -331,7 +337,7 @@ func (n *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 	out.Blocks, out.Bfree, out.Bavail = s.Blocks, s.Bfree, s.Bavail
 	out.Files, out.Ffree = s.Files, s.Ffree
 	out.Bsize, out.Frsize = uint32(s.Bsize), uint32(s.Frsize)
-	out.NameLen = uint32(s.Namelen)
+	out.NameLen = min(uint32(s.Namelen), nameMax)
 	return 0
 }
 
@@ -367,9 +373,17 @@ func (n *dirNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	return gofs.ToErrno(n.fsys.back.Removexattr(n.rel(), attr))
 }
 
+// nameMax is NAME_MAX: no name in the tree is longer (a document's
+// longer key has a shortened name, store/docarray/names.go), and the
+// kernel leaves the check to the file system (FUSE's own limit is 1024).
+const nameMax = 255
+
 // checkNew refuses to create name: on a read-only mount, and for names
 // the store keeps for itself.
 func (n *dirNode) checkNew(name string) syscall.Errno {
+	if len(name) > nameMax {
+		return syscall.ENAMETOOLONG
+	}
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -427,5 +428,55 @@ func TestHugeSizesRefused(t *testing.T) {
 		if got := mustRead(t, p); !bytes.Equal(got, before) {
 			t.Errorf("%s changed: %d bytes, was %d", p, len(got), len(before))
 		}
+	}
+}
+
+// TestNamesLongerThanNameMax: a name longer than 255 bytes is
+// ENAMETOOLONG in every kind of directory, for every call that takes
+// one, as on ext4 (pjdfstest */02.t): in a store it used to make a
+// document whose key then had another name. 255 bytes is still a name.
+func TestNamesLongerThanNameMax(t *testing.T) {
+	m := mount(t, posixDataset(t))
+	long := strings.Repeat("n", 256)
+	for _, dir := range []string{"store", "db", "plain"} {
+		existing := kindFiles(t, m)[map[string]string{"store": "document", "db": "dirdb entry", "plain": "plain file"}[dir]][0]
+		p := filepath.Join(m.Path(dir), long)
+		if dir == "db" {
+			p = filepath.Join(m.Path(dir), long[:250]+".pickle")
+		}
+		calls := map[string]error{}
+		_, calls["lstat"] = os.Lstat(p)
+		_, calls["open O_CREAT"] = os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+		calls["mkdir"] = os.Mkdir(p, 0o755)
+		calls["symlink"] = os.Symlink("x", p)
+		calls["link"] = os.Link(existing, p)
+		calls["rename to it"] = os.Rename(existing, p)
+		calls["unlink"] = os.Remove(p)
+		calls["chmod"] = os.Chmod(p, 0o600)
+		for call, err := range calls {
+			if !errors.Is(err, syscall.ENAMETOOLONG) {
+				t.Errorf("%s: %s of a %d-byte name: %v, want ENAMETOOLONG", dir, call, len(filepath.Base(p)), err)
+			}
+		}
+		if _, err := os.Stat(existing); err != nil {
+			t.Errorf("%s: the file a refused rename named is gone: %v", dir, err)
+		}
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(m.Path(dir), &st); err != nil || st.Namelen != 255 {
+			t.Errorf("%s: statfs namelen %d (%v), want 255", dir, st.Namelen, err)
+		}
+	}
+	// The longest name is a name; in this store (key length 36) it stands
+	// for its truncated key, as the original truncates ids.
+	name := strings.Repeat("k", 255)
+	doc := pbDoc(name, "a document with the longest name")
+	if err := os.WriteFile(m.Path("store/"+name), doc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, m.Path("store/"+name)); !bytes.Equal(got, doc) {
+		t.Errorf("255-byte document: %q", got)
+	}
+	if !slices.Contains(readdirNames(t, m.Path("store")), name[:36]) {
+		t.Errorf("255-byte document not listed under its key")
 	}
 }
