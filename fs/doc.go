@@ -428,12 +428,18 @@ func (h *docWriteHandle) commitLocked(flush bool) syscall.Errno {
 		h.refused = true
 		return h.fsys.errno(err)
 	}
+	added := h.created && !h.done
 	h.shared, h.dirty, h.done, h.wrote = true, false, true, false
 	h.node.mu.Lock()
 	if h.node.writer == h {
 		h.node.writer = nil
 	}
 	h.node.mu.Unlock()
+	if _, parent := h.node.Parent(); added && parent != nil {
+		if d, ok := parent.Operations().(*dirNode); ok {
+			d.markerChanged() // a new key in the marker's order
+		}
+	}
 	// The close writes it back, without waiting: programs reading the
 	// store beside the mount see it at once.
 	h.s.SyncSoon()

@@ -55,8 +55,8 @@ func fillDocAttr(a *fuse.Attr, e docarray.Entry) {
 	a.Nlink = 1
 	a.Owner = fuse.Owner{Uid: e.Meta.UID, Gid: e.Meta.GID}
 	a.Ino = e.Ino
-	t := time.Unix(0, e.Meta.Mtime)
-	a.SetTimes(&t, &t, &t)
+	t, c := time.Unix(0, e.Meta.Mtime), time.Unix(0, e.Meta.ChangeTime())
+	a.SetTimes(&t, &t, &c)
 }
 
 func (n *dirNode) newDocInode(ctx context.Context, e docarray.Entry) *gofs.Inode {
@@ -66,6 +66,9 @@ func (n *dirNode) newDocInode(ctx context.Context, e docarray.Entry) *gofs.Inode
 func (n *dirNode) storeLookup(ctx context.Context, s *docarray.Store, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	n.storeServed()
 	if name == docarray.MarkerName {
+		// Its size and times follow every change of the store: the
+		// kernel asks each time, as Getattr tells it (marker.go).
+		out.SetAttrTimeout(markerAttrTimeout)
 		return n.markerInode(ctx, s, &out.Attr)
 	}
 	e, err := s.Lookup(name)
@@ -144,6 +147,7 @@ func (n *dirNode) storeUnlink(s *docarray.Store, name string) syscall.Errno {
 		err := s.Remove(name)
 		if err == nil {
 			s.SyncSoon()
+			n.markerChanged()
 		}
 		return n.fsys.errno(err)
 	}
@@ -200,6 +204,7 @@ func (n *dirNode) storeRename(src *docarray.Store, name string, dst *dirNode, ds
 		err := src.Rename(name, newName, uint(flags))
 		if err == nil {
 			src.SyncSoon()
+			n.markerChanged()
 		}
 		return n.fsys.errno(err)
 	default:
@@ -207,6 +212,8 @@ func (n *dirNode) storeRename(src *docarray.Store, name string, dst *dirNode, ds
 		if err == nil {
 			src.SyncSoon()
 			dstS.SyncSoon()
+			n.markerChanged()
+			dst.markerChanged()
 		}
 		return n.fsys.errno(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -64,6 +65,23 @@ func (n *dirNode) createMarker(ctx context.Context, flags, mode uint32, out *fus
 	return ch, h, fuse.FOPEN_DIRECT_IO, 0
 }
 
+// markerAttrTimeout is how long the kernel keeps the marker's
+// attributes, which change with every change of the store: as short as
+// it gets (go-fuse takes 0 for "unset" and puts the mount's timeout in
+// its place). A change made through the mount also drops them at once
+// (markerChanged).
+const markerAttrTimeout = time.Nanosecond
+
+// markerChanged drops what the kernel keeps of the marker's attributes
+// after a change of the store's list of documents, before the change is
+// answered. It runs inside the request that made the change, which
+// holds no lock of the marker's inode.
+func (n *dirNode) markerChanged() {
+	if ch := n.GetChild(docarray.MarkerName); ch != nil {
+		ch.NotifyContent(-1, 0) // attributes only
+	}
+}
+
 // dir is the directory the marker is in.
 func (n *markerNode) dir() *dirNode {
 	_, parent := n.Parent()
@@ -107,7 +125,7 @@ func (n *markerNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.A
 		w.mu.Unlock()
 	}
 	// The content follows the store: let the kernel ask again.
-	out.SetTimeout(0)
+	out.SetTimeout(markerAttrTimeout)
 	return 0
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -478,5 +479,88 @@ func TestNamesLongerThanNameMax(t *testing.T) {
 	}
 	if !slices.Contains(readdirNames(t, m.Path("store")), name[:36]) {
 		t.Errorf("255-byte document not listed under its key")
+	}
+}
+
+// TestDocumentCtime: a document's and a marker's ctime is the last
+// change of anything of them (chmod, chown, utimes, a rename, a write),
+// and survives a remount; utimes sets the mtime and not the ctime, so a
+// document restored with its old mtime still looks changed to backup
+// tools that trust ctime (pjdfstest chmod/00, chown/00).
+func TestDocumentCtime(t *testing.T) {
+	root := posixDataset(t)
+	m := mount(t, root)
+	doc := kindFiles(t, m)["document"][0]
+	ctime := func(p string) (c, mt int64) {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ctim.Nano(), st.Mtim.Nano()
+	}
+	later := func(p, step string, prev int64) int64 {
+		t.Helper()
+		c, _ := ctime(p)
+		if c <= prev {
+			t.Errorf("%s: ctime after %s %d, not after %d", p, step, c, prev)
+		}
+		time.Sleep(5 * time.Millisecond)
+		return c
+	}
+	for _, p := range []string{doc, m.Path("store/.docarray")} {
+		c0, mt0 := ctime(p)
+		time.Sleep(5 * time.Millisecond)
+		if err := os.Chmod(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := later(p, "chmod", c0)
+		if _, mt := ctime(p); mt != mt0 {
+			t.Errorf("%s: chmod moved the mtime", p)
+		}
+		if err := os.Chown(p, 123, 456); err != nil {
+			t.Fatal(err)
+		}
+		c = later(p, "chown", c)
+		old := time.Unix(1_000_000_000, 5)
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+		c = later(p, "utimes", c)
+		if _, mt := ctime(p); mt != old.UnixNano() {
+			t.Errorf("%s: mtime %d after utimes, want %d", p, mt, old.UnixNano())
+		}
+		_ = c
+	}
+	c, _ := ctime(doc)
+	renamed := filepath.Join(filepath.Dir(doc), "renamed-doc")
+	if err := os.Rename(doc, renamed); err != nil {
+		t.Fatal(err)
+	}
+	// At once: the marker lists the new name, and its stat says so.
+	if st, err := os.Stat(m.Path("store/.docarray")); err != nil || st.Size() != int64(len(mustRead(t, m.Path("store/.docarray")))) {
+		t.Errorf("marker size after a rename: %v, %v; its content is %d bytes", st.Size(), err, len(mustRead(t, m.Path("store/.docarray"))))
+	}
+	c = later(renamed, "rename", c)
+	f, err := os.OpenFile(renamed, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(f)
+	if _, err := f.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c = later(renamed, "a rewrite", c)
+	cm, _ := ctime(m.Path("store/.docarray"))
+	m.Unmount()
+	m = mount(t, root)
+	if got, _ := ctime(m.Path("store/renamed-doc")); got != c {
+		t.Errorf("document ctime after a remount %d, was %d", got, c)
+	}
+	if got, _ := ctime(m.Path("store/.docarray")); got != cm {
+		t.Errorf("marker ctime after a remount %d, was %d", got, cm)
 	}
 }

@@ -245,6 +245,7 @@ func (s *Store) attachKey(i int32, key string, ino uint64) {
 func (s *Store) orderChanged() {
 	s.orderGen++
 	s.marker.Mtime = now()
+	s.marker.Ctime = s.marker.Mtime
 	s.markerDirty = true
 }
 
@@ -385,6 +386,7 @@ func (s *Store) CommitAt(name string, ino uint64, data []byte, mtime int64) erro
 		x.meta = &m
 	}
 	x.meta.Mtime = now()
+	x.meta.Ctime = x.meta.Mtime
 	if mtime != 0 {
 		x.meta.Mtime = mtime
 	}

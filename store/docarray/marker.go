@@ -418,7 +418,7 @@ func (d *Stores) Create(dirRel string, marker []byte, meta Meta, skip string) (*
 			return nil, nil, engine.Refuse(path, "create", syscall.ENOTEMPTY,
 				"refused: a store can only be made in an empty directory or one holding documents; %s is %s", name, why)
 		}
-		docs = append(docs, imported{name, data, Meta{Mtime: st.Mtim.Nano(), Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid}})
+		docs = append(docs, imported{name, data, Meta{Mtime: st.Mtim.Nano(), Mode: st.Mode & 0o7777, UID: st.Uid, GID: st.Gid, Ctime: now()}})
 	}
 
 	// The sidecar first, then body.bin, then header.bin: the store

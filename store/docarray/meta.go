@@ -28,9 +28,9 @@ import (
 // crash during an append) is ignored.
 //
 //	{"store":{"id":"…","key_length":36,"base_mtime":…}}       identity, K, default mtime (ns)
-//	{"k":"doc-1","mtime":…,"mode":420,"uid":0,"gid":0,"ino":…} a document ("ino" only when it moved)
+//	{"k":"doc-1","mtime":…,"ctime":…,"mode":420,"uid":0,"gid":0,"ino":…} a document ("ino" only when it moved)
 //	{"k":"doc-1","rm":true}                                    forget a document
-//	{"marker":{"mtime":…,"mode":420,"uid":0,"gid":0}}         the .docarray marker
+//	{"marker":{"mtime":…,"mode":420,"uid":0,"gid":0,"ctime":…}} the .docarray marker
 //	{"order":["a","b",…]}                                      an adopted order still being filled
 //	{"order":null}                                             no adopted order
 //
@@ -43,12 +43,29 @@ type Meta struct {
 	Mode  uint32 // permission bits
 	UID   uint32
 	GID   uint32
+	// Ctime is the last change of anything of it (bytes, name, mode,
+	// owner, times), which utimes cannot set: backup tools that trust
+	// ctime see a restored document as changed. 0: Mtime (a sidecar from
+	// before ctime was kept).
+	Ctime int64
 }
+
+// ChangeTime is the document's ctime.
+func (m Meta) ChangeTime() int64 {
+	if m.Ctime == 0 {
+		return m.Mtime
+	}
+	return m.Ctime
+}
+
+// changed notes a change of the document now.
+func (m *Meta) changed() { m.Ctime = now() }
 
 type metaLine struct {
 	Store  *storeLine `json:"store,omitempty"`
 	Key    *string    `json:"k,omitempty"`
 	Mtime  *int64     `json:"mtime,omitempty"`
+	Ctime  int64      `json:"ctime,omitempty"`
 	Mode   *uint32    `json:"mode,omitempty"`
 	UID    *uint32    `json:"uid,omitempty"`
 	GID    *uint32    `json:"gid,omitempty"`
@@ -71,9 +88,10 @@ type metaJSON struct {
 	Mode  uint32 `json:"mode"`
 	UID   uint32 `json:"uid"`
 	GID   uint32 `json:"gid"`
+	Ctime int64  `json:"ctime,omitempty"`
 }
 
-func (m Meta) json() *metaJSON { return &metaJSON{m.Mtime, m.Mode, m.UID, m.GID} }
+func (m Meta) json() *metaJSON { return &metaJSON{m.Mtime, m.Mode, m.UID, m.GID, m.Ctime} }
 
 // sidecarState is the replayed content of a sidecar.
 type sidecarState struct {
@@ -161,10 +179,11 @@ func (st *sidecarState) apply(l *metaLine) {
 		if l.GID != nil {
 			d.meta.GID = *l.GID
 		}
+		d.meta.Ctime = l.Ctime
 		d.ino = l.Ino
 		st.docs[*l.Key] = d
 	case l.Marker != nil:
-		st.marker = &Meta{l.Marker.Mtime, l.Marker.Mode, l.Marker.UID, l.Marker.GID}
+		st.marker = &Meta{Mtime: l.Marker.Mtime, Mode: l.Marker.Mode, UID: l.Marker.UID, GID: l.Marker.GID, Ctime: l.Marker.Ctime}
 	case l.Order != nil:
 		st.order, st.hasOrder = *l.Order, true
 	}
@@ -183,7 +202,7 @@ func encodeStoreLine(id uint64, k int, base int64) []byte {
 }
 
 func encodeDocLine(key string, m Meta, ino uint64) []byte {
-	return jsonLine(metaLine{Key: &key, Mtime: &m.Mtime, Mode: &m.Mode, UID: &m.UID, GID: &m.GID, Ino: ino})
+	return jsonLine(metaLine{Key: &key, Mtime: &m.Mtime, Ctime: m.Ctime, Mode: &m.Mode, UID: &m.UID, GID: &m.GID, Ino: ino})
 }
 
 func encodeRmLine(key string) []byte { return jsonLine(metaLine{Key: &key, Rm: true}) }

@@ -52,10 +52,30 @@ func (s *Store) renameLocked(from, to string, flags uint) error {
 		s.touchKey(k2)
 	}
 	err = s.renameKeysLocked(k1, k2, flags)
+	if err == nil && k1 != k2 {
+		s.changedLocked(k2)
+		if flags&unix.RENAME_EXCHANGE != 0 {
+			s.changedLocked(k1)
+		}
+	}
 	if err == nil && s.find(k2) >= 0 {
 		s.journalOp(docOp{kind: opRename, key: k1, to: k2, flags: flags})
 	}
 	return err
+}
+
+// changedLocked notes a change of key's document now (its ctime): a
+// rename, as ext4 notes one. s.mu held.
+func (s *Store) changedLocked(key string) {
+	if i := s.find(key); i >= 0 {
+		x := s.extFor(i)
+		m := s.metaOf(i)
+		m.changed()
+		x.meta = &m
+		s.metaDirty[key] = true
+	} else if nd := s.creating[key]; nd != nil {
+		nd.meta.changed()
+	}
 }
 
 // renameKeysLocked renames key k1 to k2 (see Rename). s.mu held.
@@ -158,7 +178,9 @@ func (s *Store) MoveTo(dst *Store, from, to string, flags uint) error {
 	if e.Scratch {
 		return engine.Refuse(filepath.Join(s.Rel(), from), "rename", syscall.EINVAL, "a marker under a temporary name can only be renamed onto %s in its own store", MarkerName)
 	}
-	if err := dst.insert(to, data, e.Meta, e.Ino, flags&unix.RENAME_NOREPLACE != 0); err != nil {
+	meta := e.Meta
+	meta.changed()
+	if err := dst.insert(to, data, meta, e.Ino, flags&unix.RENAME_NOREPLACE != 0); err != nil {
 		return err
 	}
 	return s.Remove(from)
@@ -220,6 +242,9 @@ type AttrChange struct {
 }
 
 func (c AttrChange) apply(m *Meta) {
+	if c != (AttrChange{}) {
+		m.changed()
+	}
 	if c.Mode != nil {
 		m.Mode = *c.Mode & 0o7777
 	}
