@@ -101,6 +101,10 @@ func attrChangeOf(in *fuse.SetAttrIn) docarray.AttrChange {
 		ns := t.UnixNano()
 		c.Mtime = &ns
 	}
+	if t, ok := in.GetATime(); ok {
+		ns := t.UnixNano()
+		c.Atime = &ns
+	}
 	return c
 }
 

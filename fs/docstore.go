@@ -55,8 +55,8 @@ func fillDocAttr(a *fuse.Attr, e docarray.Entry) {
 	a.Nlink = 1
 	a.Owner = fuse.Owner{Uid: e.Meta.UID, Gid: e.Meta.GID}
 	a.Ino = e.Ino
-	t, c := time.Unix(0, e.Meta.Mtime), time.Unix(0, e.Meta.ChangeTime())
-	a.SetTimes(&t, &t, &c)
+	at, mt, ct := time.Unix(0, e.Meta.AccessTime()), time.Unix(0, e.Meta.Mtime), time.Unix(0, e.Meta.ChangeTime())
+	a.SetTimes(&at, &mt, &ct)
 }
 
 func (n *dirNode) newDocInode(ctx context.Context, e docarray.Entry) *gofs.Inode {

@@ -484,7 +484,8 @@ func TestNamesLongerThanNameMax(t *testing.T) {
 
 // TestDocumentCtime: a document's and a marker's ctime is the last
 // change of anything of them (chmod, chown, utimes, a rename, a write),
-// and survives a remount; utimes sets the mtime and not the ctime, so a
+// and survives a remount, as the atime utimes set does (a read or a
+// write leaves it); utimes sets the mtime and not the ctime, so a
 // document restored with its old mtime still looks changed to backup
 // tools that trust ctime (pjdfstest chmod/00, chown/00).
 func TestDocumentCtime(t *testing.T) {
@@ -522,15 +523,15 @@ func TestDocumentCtime(t *testing.T) {
 			t.Fatal(err)
 		}
 		c = later(p, "chown", c)
-		old := time.Unix(1_000_000_000, 5)
-		if err := os.Chtimes(p, old, old); err != nil {
+		old, oldA := time.Unix(1_000_000_000, 5), time.Unix(900_000_000, 7)
+		if err := os.Chtimes(p, oldA, old); err != nil {
 			t.Fatal(err)
 		}
-		c = later(p, "utimes", c)
-		if _, mt := ctime(p); mt != old.UnixNano() {
-			t.Errorf("%s: mtime %d after utimes, want %d", p, mt, old.UnixNano())
+		later(p, "utimes", c)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil || st.Mtim.Nano() != old.UnixNano() || st.Atim.Nano() != oldA.UnixNano() {
+			t.Errorf("%s: after utimes mtime %d atime %d (%v), want %d and %d (pjdfstest utimensat/00)", p, st.Mtim.Nano(), st.Atim.Nano(), err, old.UnixNano(), oldA.UnixNano())
 		}
-		_ = c
 	}
 	c, _ := ctime(doc)
 	renamed := filepath.Join(filepath.Dir(doc), "renamed-doc")
@@ -562,5 +563,9 @@ func TestDocumentCtime(t *testing.T) {
 	}
 	if got, _ := ctime(m.Path("store/.docarray")); got != cm {
 		t.Errorf("marker ctime after a remount %d, was %d", got, cm)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(m.Path("store/renamed-doc"), &st); err != nil || st.Atim.Nano() != 900_000_000_000_000_007 {
+		t.Errorf("document atime after a rewrite and a remount %d (%v), want the one utimes set", st.Atim.Nano(), err)
 	}
 }

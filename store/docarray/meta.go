@@ -28,7 +28,7 @@ import (
 // crash during an append) is ignored.
 //
 //	{"store":{"id":"…","key_length":36,"base_mtime":…}}       identity, K, default mtime (ns)
-//	{"k":"doc-1","mtime":…,"ctime":…,"mode":420,"uid":0,"gid":0,"ino":…} a document ("ino" only when it moved)
+//	{"k":"doc-1","mtime":…,"ctime":…,"atime":…,"mode":420,"uid":0,"gid":0,"ino":…} a document ("ino" only when it moved; "ctime", "atime" when kept)
 //	{"k":"doc-1","rm":true}                                    forget a document
 //	{"marker":{"mtime":…,"mode":420,"uid":0,"gid":0,"ctime":…}} the .docarray marker
 //	{"order":["a","b",…]}                                      an adopted order still being filled
@@ -48,6 +48,17 @@ type Meta struct {
 	// ctime see a restored document as changed. 0: Mtime (a sidecar from
 	// before ctime was kept).
 	Ctime int64
+	// Atime is the access time utimes set last; reads leave it (as on a
+	// noatime mount). 0: Mtime.
+	Atime int64
+}
+
+// AccessTime is the document's atime.
+func (m Meta) AccessTime() int64 {
+	if m.Atime == 0 {
+		return m.Mtime
+	}
+	return m.Atime
 }
 
 // ChangeTime is the document's ctime.
@@ -66,6 +77,7 @@ type metaLine struct {
 	Key    *string    `json:"k,omitempty"`
 	Mtime  *int64     `json:"mtime,omitempty"`
 	Ctime  int64      `json:"ctime,omitempty"`
+	Atime  int64      `json:"atime,omitempty"`
 	Mode   *uint32    `json:"mode,omitempty"`
 	UID    *uint32    `json:"uid,omitempty"`
 	GID    *uint32    `json:"gid,omitempty"`
@@ -89,9 +101,10 @@ type metaJSON struct {
 	UID   uint32 `json:"uid"`
 	GID   uint32 `json:"gid"`
 	Ctime int64  `json:"ctime,omitempty"`
+	Atime int64  `json:"atime,omitempty"`
 }
 
-func (m Meta) json() *metaJSON { return &metaJSON{m.Mtime, m.Mode, m.UID, m.GID, m.Ctime} }
+func (m Meta) json() *metaJSON { return &metaJSON{m.Mtime, m.Mode, m.UID, m.GID, m.Ctime, m.Atime} }
 
 // sidecarState is the replayed content of a sidecar.
 type sidecarState struct {
@@ -179,11 +192,11 @@ func (st *sidecarState) apply(l *metaLine) {
 		if l.GID != nil {
 			d.meta.GID = *l.GID
 		}
-		d.meta.Ctime = l.Ctime
+		d.meta.Ctime, d.meta.Atime = l.Ctime, l.Atime
 		d.ino = l.Ino
 		st.docs[*l.Key] = d
 	case l.Marker != nil:
-		st.marker = &Meta{Mtime: l.Marker.Mtime, Mode: l.Marker.Mode, UID: l.Marker.UID, GID: l.Marker.GID, Ctime: l.Marker.Ctime}
+		st.marker = &Meta{Mtime: l.Marker.Mtime, Mode: l.Marker.Mode, UID: l.Marker.UID, GID: l.Marker.GID, Ctime: l.Marker.Ctime, Atime: l.Marker.Atime}
 	case l.Order != nil:
 		st.order, st.hasOrder = *l.Order, true
 	}
@@ -202,7 +215,7 @@ func encodeStoreLine(id uint64, k int, base int64) []byte {
 }
 
 func encodeDocLine(key string, m Meta, ino uint64) []byte {
-	return jsonLine(metaLine{Key: &key, Mtime: &m.Mtime, Ctime: m.Ctime, Mode: &m.Mode, UID: &m.UID, GID: &m.GID, Ino: ino})
+	return jsonLine(metaLine{Key: &key, Mtime: &m.Mtime, Ctime: m.Ctime, Atime: m.Atime, Mode: &m.Mode, UID: &m.UID, GID: &m.GID, Ino: ino})
 }
 
 func encodeRmLine(key string) []byte { return jsonLine(metaLine{Key: &key, Rm: true}) }

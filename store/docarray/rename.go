@@ -239,6 +239,7 @@ type AttrChange struct {
 	UID   *uint32
 	GID   *uint32
 	Mtime *int64
+	Atime *int64
 }
 
 func (c AttrChange) apply(m *Meta) {
@@ -256,6 +257,9 @@ func (c AttrChange) apply(m *Meta) {
 	}
 	if c.Mtime != nil {
 		m.Mtime = *c.Mtime
+	}
+	if c.Atime != nil {
+		m.Atime = *c.Atime
 	}
 }
 
