@@ -147,7 +147,7 @@ func (n *dirNode) storeUnlink(s *docarray.Store, name string) syscall.Errno {
 		err := s.Remove(name)
 		if err == nil {
 			s.SyncSoon()
-			n.markerChanged()
+			n.listingChanged(false)
 		}
 		return n.fsys.errno(err)
 	}
@@ -204,7 +204,7 @@ func (n *dirNode) storeRename(src *docarray.Store, name string, dst *dirNode, ds
 		err := src.Rename(name, newName, uint(flags))
 		if err == nil {
 			src.SyncSoon()
-			n.markerChanged()
+			n.listingChanged(false)
 		}
 		return n.fsys.errno(err)
 	default:
@@ -212,8 +212,8 @@ func (n *dirNode) storeRename(src *docarray.Store, name string, dst *dirNode, ds
 		if err == nil {
 			src.SyncSoon()
 			dstS.SyncSoon()
-			n.markerChanged()
-			dst.markerChanged()
+			n.listingChanged(false)
+			dst.listingChanged(false)
 		}
 		return n.fsys.errno(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/arrayfs/arrayfs/store/docarray"
 )
@@ -72,13 +73,24 @@ func (n *dirNode) createMarker(ctx context.Context, flags, mode uint32, out *fus
 // (markerChanged).
 const markerAttrTimeout = time.Nanosecond
 
-// markerChanged drops what the kernel keeps of the marker's attributes
-// after a change of the store's list of documents, before the change is
-// answered. It runs inside the request that made the change, which
-// holds no lock of the marker's inode.
-func (n *dirNode) markerChanged() {
+// listingChanged follows a change of the store's list of documents (a
+// document added, removed or renamed), before the change is answered:
+// the store directory's mtime and ctime move, as a directory's do when
+// an entry comes or goes, and what the kernel keeps of the marker's
+// attributes (its size, its times) is dropped. It runs inside the
+// request that made the change, which holds no lock of the marker's
+// inode. atCommit: a new document's first commit, after the CREATE the
+// kernel dropped the directory's attributes at: drop them again.
+func (n *dirNode) listingChanged(atCommit bool) {
+	now := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
+	if err := n.fsys.back.UtimesNano(n.rel(), now); err != nil {
+		n.fsys.logf("%s: store directory times not moved: %v", n.rel(), err)
+	}
 	if ch := n.GetChild(docarray.MarkerName); ch != nil {
 		ch.NotifyContent(-1, 0) // attributes only
+	}
+	if atCommit {
+		n.NotifyContent(-1, 0)
 	}
 }
 

@@ -569,3 +569,53 @@ func TestDocumentCtime(t *testing.T) {
 		t.Errorf("document atime after a rewrite and a remount %d (%v), want the one utimes set", st.Atim.Nano(), err)
 	}
 }
+
+// TestStoreDirTimesFollowItsListing: a store directory's mtime and ctime
+// move when a document comes, goes or is renamed, as a directory's do,
+// and not when one is read or rewritten (pjdfstest open/00 in a store).
+func TestStoreDirTimesFollowItsListing(t *testing.T) {
+	m := mount(t, posixDataset(t))
+	dir := m.Path("store")
+	times := func() (int64, int64) {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Mtim.Nano(), st.Ctim.Nano()
+	}
+	doc := kindFiles(t, m)["document"][0]
+	data := mustRead(t, doc)
+	steps := []struct {
+		what  string
+		moves bool
+		do    func() error
+	}{
+		{"create", true, func() error { return os.WriteFile(filepath.Join(dir, "new-doc"), data, 0o644) }},
+		{"read", false, func() error { _, err := os.ReadFile(doc); return err }},
+		{"rewrite", false, func() error { return os.WriteFile(doc, data, 0o644) }},
+		{"open O_CREAT of an existing one", false, func() error {
+			f, err := os.OpenFile(doc, os.O_CREATE|os.O_RDONLY, 0o644)
+			if err == nil {
+				f.Close()
+			}
+			return err
+		}},
+		{"rename", true, func() error { return os.Rename(filepath.Join(dir, "new-doc"), filepath.Join(dir, "renamed-doc")) }},
+		{"unlink", true, func() error { return os.Remove(filepath.Join(dir, "renamed-doc")) }},
+	}
+	for _, s := range steps {
+		m0, c0 := times()
+		time.Sleep(10 * time.Millisecond)
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.what, err)
+		}
+		m1, c1 := times()
+		if s.moves && (m1 <= m0 || c1 <= c0) {
+			t.Errorf("%s: store directory mtime %d -> %d, ctime %d -> %d: not moved", s.what, m0, m1, c0, c1)
+		}
+		if !s.moves && (m1 != m0 || c1 != c0) {
+			t.Errorf("%s: store directory mtime %d -> %d, ctime %d -> %d: moved", s.what, m0, m1, c0, c1)
+		}
+	}
+}
