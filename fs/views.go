@@ -260,6 +260,12 @@ func (h *viewFileHandle) Write(ctx context.Context, data []byte, off int64) (uin
 	n, err := h.w.WriteAt(data, off)
 	if n > 0 {
 		h.dirty, h.wroteData = true, true
+		if r, ok := h.w.(engine.InPlaceWriter); ok {
+			// The array changed now: what the kernel keeps of it goes
+			// before the write is answered, so a reader or a mapping of
+			// the canonical file never sees the old bytes after it.
+			h.fsys.dropTargetPages(h.w.Target(), r, off, int64(n))
+		}
 	}
 	return uint32(n), h.fsys.errno(err)
 }
@@ -315,14 +321,29 @@ func (h *viewFileHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 // viewWrote drops the kernel's cached pages of the canonical file a view
-// wrote into, so that reading it through its own name shows the write.
+// wrote into, so that reading it through its own name shows the write:
+// before the commit (a close, an fsync, a truncation) is answered. The
+// request being served holds the view's inode, not the target's.
 func (f *FS) viewWrote(w engine.WritableContent) {
 	rel := w.Target()
 	if rel == "" {
 		return
 	}
 	if in := f.cachedInode(splitRel(rel)); in != nil {
-		go in.NotifyContent(0, 0)
+		in.NotifyContent(0, 0)
+	}
+}
+
+// dropTargetPages drops the kernel's pages of the part of rel a view's
+// write of n bytes at off changed. The WRITE being served holds the
+// view's inode, not the target's.
+func (f *FS) dropTargetPages(rel string, r engine.InPlaceWriter, off, n int64) {
+	start, end := r.TargetRange(off, n)
+	if end <= start {
+		return
+	}
+	if in := f.cachedInode(splitRel(rel)); in != nil {
+		in.NotifyContent(start, end-start)
 	}
 }
 

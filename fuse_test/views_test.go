@@ -528,3 +528,50 @@ func TestDerivedXattrs(t *testing.T) {
 		t.Error("a derived attribute took another value")
 	}
 }
+
+// TestMappingsSeeWritesThroughOtherPaths: a shared mapping of a
+// canonical .array file, made before the write, sees a row written
+// through its view and a document's bytes mapped before a write of its
+// text view show the new document; a write through the canonical
+// file's own mapping shows in the views at once. Every way into the
+// same bytes agrees, whichever was written (issue 11's mmap promise).
+func TestMappingsSeeWritesThroughOtherPaths(t *testing.T) {
+	m := mount(t, viewsDataset(t))
+	out := pyRun(t, `
+import numpy as np, mmap, os, sys
+M = sys.argv[1]
+V = M + '/.arrayfs/views'
+A = M + '/cell,gene#X.array'
+canon = np.memmap(A, dtype='<f4', mode='r', shape=(1000, 64))
+before = canon[7].copy()
+with open(V + '/cell,gene#X/rows/007', 'r+b') as f:
+    f.write((np.arange(64, dtype='<f4') + 100).tobytes())
+assert (canon[7] == np.arange(64) + 100).all(), ('the mapping made before shows', canon[7][:4], 'was', before[:4])
+# The other way: a write through a shared writable mapping of the
+# canonical file, flushed (msync), reaches the row and data.npy views.
+w = np.memmap(A, dtype='<f4', mode='r+', shape=(1000, 64))
+w[9, :] = -7
+w.flush()
+row = np.frombuffer(open(V + '/cell,gene#X/rows/009', 'rb').read(), dtype='<f4')
+assert (row == -7).all(), row[:4]
+npy = np.load(V + '/cell,gene#X/data.npy', mmap_mode='r')
+assert (npy[9] == -7).all() and (npy[7] == np.arange(64) + 100).all()
+del w, canon, npy
+# A document: mapped, then its text rewritten through the text view.
+D = M + '/docs/doc-000'
+f = open(D, 'rb')
+mm = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+old = bytes(mm)
+with open(V + '/docs/doc-000/text', 'w') as t:
+    t.write('rewritten through the view')
+new = open(D, 'rb').read()
+assert new != old and b'rewritten through the view' in new
+f2 = open(D, 'rb')
+mm2 = mmap.mmap(f2.fileno(), 0, prot=mmap.PROT_READ)
+assert bytes(mm2) == new, 'a new mapping shows the old document'
+print('ok')
+`, m.Dir)
+	if strings.TrimSpace(out) != "ok" {
+		t.Errorf("mappings: %s", out)
+	}
+}

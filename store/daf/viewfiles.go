@@ -227,6 +227,12 @@ func (c *inPlace) WriteAt(p []byte, off int64) (int, error) {
 
 func (c *inPlace) Truncate(size int64) error { return c.truncate(size, c.Size()) }
 
+func (c *inPlace) TargetRange(off, n int64) (int64, int64) {
+	h := int64(len(c.Head))
+	start := c.SrcOff + max(off, h) - h
+	return start, max(start, c.SrcOff+off+n-h)
+}
+
 // column is column j of a dense 2D array, gathered from its rows at each
 // read; writes scatter back into the rows.
 type column struct {
@@ -290,6 +296,17 @@ func (c *column) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (c *column) Truncate(size int64) error { return c.truncate(size, c.Size()) }
+
+// TargetRange of a column spans the rows it touches.
+func (c *column) TargetRange(off, n int64) (int64, int64) {
+	h := int64(len(c.head))
+	d0, d1 := max(off, h)-h, max(off+n, h)-h
+	if d1 <= d0 {
+		return 0, 0
+	}
+	r0, r1 := d0/c.size, (d1-1)/c.size
+	return r0*c.stride + c.j*c.size, r1*c.stride + (c.j+1)*c.size
+}
 func (c *column) Release()                  { c.it.release() }
 
 // readInt reads element i of a little-endian integer file of dtype.

@@ -79,6 +79,15 @@ type WritableContent interface {
 	Target() string
 }
 
+// InPlaceWriter is a WritableContent whose writes change its target at
+// once (an array's views), not at Commit: TargetRange is the part of the
+// target a write of n bytes at off changes, [start, end), so that the
+// file system drops the kernel's pages of it before the write is
+// answered.
+type InPlaceWriter interface {
+	TargetRange(off, n int64) (start, end int64)
+}
+
 // ViewDirBase and ViewFileBase mark an implementation as a ViewNode.
 type (
 	ViewDirBase  struct{}
