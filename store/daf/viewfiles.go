@@ -307,7 +307,8 @@ func (c *column) TargetRange(off, n int64) (int64, int64) {
 	r0, r1 := d0/c.size, (d1-1)/c.size
 	return r0*c.stride + c.j*c.size, r1*c.stride + (c.j+1)*c.size
 }
-func (c *column) Release()                  { c.it.release() }
+
+func (c *column) Release() { c.it.release() }
 
 // readInt reads element i of a little-endian integer file of dtype.
 func readInt(a *ArrayFile, dtype string, i int64) (int64, error) {
