@@ -137,8 +137,9 @@ func asStoreError(err error, target **engine.Error) bool { return errors.As(err,
 // fall back to plain modes instead of failing.
 type noXattrs struct{}
 
+// Getxattr: not supported, as setting one is (see docNode.Getxattr).
 func (noXattrs) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	return 0, syscall.ENODATA
+	return 0, syscall.ENOTSUP
 }
 
 func (noXattrs) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {

@@ -98,9 +98,12 @@ func (n *docNode) xattrs() ([]engine.Xattr, syscall.Errno) {
 
 func (n *docNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if !strings.HasPrefix(attr, engine.XattrPrefix) {
-		// Only derived names exist. ls -l asks every file for its
-		// security label and ACL: no decoding of the document for that.
-		return 0, syscall.ENODATA
+		// Only derived names exist, and no other can be set (ENOTSUP,
+		// below): "not supported", not "none", which also tells ls -l
+		// to stop asking every document of the listing for its
+		// security label and ACL (coreutils caches an unsupported
+		// device), two round trips each.
+		return 0, syscall.ENOTSUP
 	}
 	xs, errno := n.xattrs()
 	if errno != 0 {

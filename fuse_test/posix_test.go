@@ -619,3 +619,34 @@ func TestStoreDirTimesFollowItsListing(t *testing.T) {
 		}
 	}
 }
+
+// TestDocumentXattrsNotSupported: a document holds no extended
+// attributes but its derived ones, and says so: getxattr of any other
+// name is ENOTSUP, as setxattr is. So ls -l asks one document of a
+// listing for its security label and ACL, not every one (coreutils
+// remembers an unsupported device): two round trips per document fewer.
+func TestDocumentXattrsNotSupported(t *testing.T) {
+	m := mount(t, posixDataset(t), "debug")
+	doc := kindFiles(t, m)["document"][0]
+	for _, name := range []string{"security.selinux", "system.posix_acl_access", "user.note"} {
+		if _, err := unix.Getxattr(doc, name, make([]byte, 64)); !errors.Is(err, unix.ENOTSUP) {
+			t.Errorf("getxattr %s of a document: %v, want ENOTSUP", name, err)
+		}
+		if err := unix.Setxattr(doc, name, []byte("x"), 0); name != "system.posix_acl_access" && !errors.Is(err, unix.ENOTSUP) {
+			t.Errorf("setxattr %s of a document: %v, want ENOTSUP", name, err)
+		}
+	}
+	if _, err := unix.Getxattr(m.Path("store/.docarray"), "security.selinux", make([]byte, 64)); !errors.Is(err, unix.ENOTSUP) {
+		t.Errorf("getxattr of the marker: %v, want ENOTSUP", err)
+	}
+	n := len(readdirNames(t, m.Path("store")))
+	before := strings.Count(readFile(m.Log), "GETXATTR")
+	// Its lines: "total", and every name but the marker's.
+	if out := run(t, "ls", "-l", m.Path("store")); strings.Count(out, "\n") != n {
+		t.Fatalf("ls -l: %d lines for %d names:\n%s", strings.Count(out, "\n"), n, out)
+	}
+	time.Sleep(100 * time.Millisecond) // the debug log is written as the requests come
+	if asked := strings.Count(readFile(m.Log), "GETXATTR") - before; asked > 8 {
+		t.Errorf("ls -l of %d documents sent %d GETXATTR requests", n, asked)
+	}
+}
