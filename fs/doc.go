@@ -437,7 +437,7 @@ func (h *docWriteHandle) commitLocked(flush bool) syscall.Errno {
 	h.node.mu.Unlock()
 	if _, parent := h.node.Parent(); added && parent != nil {
 		if d, ok := parent.Operations().(*dirNode); ok {
-			d.listingChanged(true) // a new document in the listing
+			d.markerChanged() // a new key in the marker's order
 		}
 	}
 	// The close writes it back, without waiting: programs reading the

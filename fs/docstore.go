@@ -126,6 +126,9 @@ func (n *dirNode) storeCreate(ctx context.Context, s *docarray.Store, name strin
 	if err != nil {
 		return nil, nil, 0, n.fsys.errno(err)
 	}
+	if created {
+		n.entryChanged()
+	}
 	fillDocAttr(&out.Attr, e)
 	out.SetEntryTimeout(docTimeout)
 	out.SetAttrTimeout(docTimeout)
@@ -147,7 +150,8 @@ func (n *dirNode) storeUnlink(s *docarray.Store, name string) syscall.Errno {
 		err := s.Remove(name)
 		if err == nil {
 			s.SyncSoon()
-			n.listingChanged(false)
+			n.entryChanged()
+			n.markerChanged()
 		}
 		return n.fsys.errno(err)
 	}
@@ -204,7 +208,8 @@ func (n *dirNode) storeRename(src *docarray.Store, name string, dst *dirNode, ds
 		err := src.Rename(name, newName, uint(flags))
 		if err == nil {
 			src.SyncSoon()
-			n.listingChanged(false)
+			n.entryChanged()
+			n.markerChanged()
 		}
 		return n.fsys.errno(err)
 	default:
@@ -212,8 +217,10 @@ func (n *dirNode) storeRename(src *docarray.Store, name string, dst *dirNode, ds
 		if err == nil {
 			src.SyncSoon()
 			dstS.SyncSoon()
-			n.listingChanged(false)
-			dst.listingChanged(false)
+			n.entryChanged()
+			dst.entryChanged()
+			n.markerChanged()
+			dst.markerChanged()
 		}
 		return n.fsys.errno(err)
 	}

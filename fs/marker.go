@@ -73,24 +73,25 @@ func (n *dirNode) createMarker(ctx context.Context, flags, mode uint32, out *fus
 // (markerChanged).
 const markerAttrTimeout = time.Nanosecond
 
-// listingChanged follows a change of the store's list of documents (a
-// document added, removed or renamed), before the change is answered:
-// the store directory's mtime and ctime move, as a directory's do when
-// an entry comes or goes, and what the kernel keeps of the marker's
-// attributes (its size, its times) is dropped. It runs inside the
-// request that made the change, which holds no lock of the marker's
-// inode. atCommit: a new document's first commit, after the CREATE the
-// kernel dropped the directory's attributes at: drop them again.
-func (n *dirNode) listingChanged(atCommit bool) {
+// entryChanged moves the store directory's mtime and ctime, as a
+// directory's move when an entry comes, goes or is renamed: within the
+// CREATE, UNLINK or RENAME, after which the kernel drops the times it
+// keeps of the directory (and only those: dropping all of its attributes
+// here would cost each next create a GETATTR for its permission check).
+func (n *dirNode) entryChanged() {
 	now := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
 	if err := n.fsys.back.UtimesNano(n.rel(), now); err != nil {
 		n.fsys.logf("%s: store directory times not moved: %v", n.rel(), err)
 	}
+}
+
+// markerChanged drops what the kernel keeps of the marker's attributes
+// (its size, its times) after a change of the store's list of documents,
+// before the change is answered. It runs inside the request that made
+// the change, which holds no lock of the marker's inode.
+func (n *dirNode) markerChanged() {
 	if ch := n.GetChild(docarray.MarkerName); ch != nil {
 		ch.NotifyContent(-1, 0) // attributes only
-	}
-	if atCommit {
-		n.NotifyContent(-1, 0)
 	}
 }
 
