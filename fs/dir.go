@@ -188,18 +188,10 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if err != nil {
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
-	// The descriptor is the file created, whatever its name leads to by
-	// now: it is what gets the caller's owner and names the node.
-	if uid, gid, ok := callerOwner(ctx); ok {
-		if err := syscall.Fchown(fd, uid, gid); err != nil {
-			syscall.Close(fd)
-			n.fsys.back.Unlink(rel)
-			return nil, nil, 0, gofs.ToErrno(err)
-		}
-	}
-	st, err := engine.Fstat(fd)
+	st, err := adoptFd(ctx, fd)
 	if err != nil {
 		syscall.Close(fd)
+		n.fsys.back.Unlink(rel)
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
 	out.Attr.FromStat(&st.Stat_t)
@@ -402,6 +394,18 @@ func (n *dirNode) checkNewOther(name string) syscall.Errno {
 		return syscall.EPERM // a store holds documents only
 	}
 	return 0
+}
+
+// adoptFd gives the file just created as fd to the calling user (see
+// adopt) and stats it: the descriptor is the file created, whatever its
+// name leads to by now, and it is what names the node.
+func adoptFd(ctx context.Context, fd int) (engine.Stat, error) {
+	if uid, gid, ok := callerOwner(ctx); ok {
+		if err := syscall.Fchown(fd, uid, gid); err != nil {
+			return engine.Stat{}, err
+		}
+	}
+	return engine.Fstat(fd)
 }
 
 // adopt gives a file just created at rel to the calling user (when the

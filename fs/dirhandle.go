@@ -37,13 +37,22 @@ func (n *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 	return &dirHandle{node: n, dir: dir}, 0, 0
 }
 
-func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+// listing makes the listing if there is none (the first readdir, or the
+// first after a rewind).
+func (h *dirHandle) listing(ctx context.Context) syscall.Errno {
 	if h.ds == nil {
 		ds, errno := h.node.Readdir(ctx)
 		if errno != 0 {
-			return nil, errno
+			return errno
 		}
 		h.ds = ds
+	}
+	return 0
+}
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if errno := h.listing(ctx); errno != 0 {
+		return nil, errno
 	}
 	if !h.ds.HasNext() {
 		return nil, 0
@@ -59,12 +68,8 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		h.ds.Close()
 		h.ds = nil
 	}
-	if h.ds == nil {
-		ds, errno := h.node.Readdir(ctx)
-		if errno != 0 {
-			return errno
-		}
-		h.ds = ds
+	if errno := h.listing(ctx); errno != 0 {
+		return errno
 	}
 	if sd, ok := h.ds.(gofs.FileSeekdirer); ok {
 		return sd.Seekdir(ctx, off)

@@ -126,9 +126,6 @@ func (n *dirNode) storeCreate(ctx context.Context, s *docarray.Store, name strin
 	if err != nil {
 		return nil, nil, 0, n.fsys.errno(err)
 	}
-	if created {
-		n.entryChanged()
-	}
 	fillDocAttr(&out.Attr, e)
 	out.SetEntryTimeout(docTimeout)
 	out.SetAttrTimeout(docTimeout)
@@ -150,7 +147,6 @@ func (n *dirNode) storeUnlink(s *docarray.Store, name string) syscall.Errno {
 		err := s.Remove(name)
 		if err == nil {
 			s.SyncSoon()
-			n.entryChanged()
 			n.markerChanged()
 		}
 		return n.fsys.errno(err)
@@ -208,7 +204,6 @@ func (n *dirNode) storeRename(src *docarray.Store, name string, dst *dirNode, ds
 		err := src.Rename(name, newName, uint(flags))
 		if err == nil {
 			src.SyncSoon()
-			n.entryChanged()
 			n.markerChanged()
 		}
 		return n.fsys.errno(err)
@@ -217,8 +212,6 @@ func (n *dirNode) storeRename(src *docarray.Store, name string, dst *dirNode, ds
 		if err == nil {
 			src.SyncSoon()
 			dstS.SyncSoon()
-			n.entryChanged()
-			dst.entryChanged()
 			n.markerChanged()
 			dst.markerChanged()
 		}

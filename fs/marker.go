@@ -9,7 +9,6 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
 	"github.com/arrayfs/arrayfs/store/docarray"
 )
@@ -72,18 +71,6 @@ func (n *dirNode) createMarker(ctx context.Context, flags, mode uint32, out *fus
 // its place). A change made through the mount also drops them at once
 // (markerChanged).
 const markerAttrTimeout = time.Nanosecond
-
-// entryChanged moves the store directory's mtime and ctime, as a
-// directory's move when an entry comes, goes or is renamed: within the
-// CREATE, UNLINK or RENAME, after which the kernel drops the times it
-// keeps of the directory (and only those: dropping all of its attributes
-// here would cost each next create a GETATTR for its permission check).
-func (n *dirNode) entryChanged() {
-	now := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
-	if err := n.fsys.back.UtimesNano(n.rel(), now); err != nil {
-		n.fsys.logf("%s: store directory times not moved: %v", n.rel(), err)
-	}
-}
 
 // markerChanged drops what the kernel keeps of the marker's attributes
 // (its size, its times) after a change of the store's list of documents,

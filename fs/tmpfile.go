@@ -37,13 +37,7 @@ func (n *dirNode) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *f
 	if err != nil {
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
-	if uid, gid, ok := callerOwner(ctx); ok {
-		if err := syscall.Fchown(fd, uid, gid); err != nil {
-			syscall.Close(fd)
-			return nil, nil, 0, gofs.ToErrno(err)
-		}
-	}
-	st, err := engine.Fstat(fd)
+	st, err := adoptFd(ctx, fd)
 	if err != nil {
 		syscall.Close(fd)
 		return nil, nil, 0, gofs.ToErrno(err)

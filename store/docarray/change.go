@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/arrayfs/arrayfs/store/engine"
 )
 
@@ -241,6 +243,18 @@ func (s *Store) attachKey(i int32, key string, ino uint64) {
 	delete(s.dups, i)
 }
 
+// entryChanged moves the store directory's mtime and ctime, as a
+// directory's move when an entry comes, goes or is renamed: at a create,
+// a removal, a rename, a document moved in, not when the store reloads
+// what another program changed. Through the directory the store holds
+// open, whatever its name leads to now.
+func (s *Store) entryChanged() {
+	now := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
+	if err := unix.UtimesNanoAt(s.dirFd(), "", now, unix.AT_EMPTY_PATH); err != nil {
+		s.report("its directory's times cannot be moved: " + err.Error())
+	}
+}
+
 // orderChanged notes that the list of keys (the marker's order) changed.
 func (s *Store) orderChanged() {
 	s.orderGen++
@@ -304,6 +318,7 @@ func (s *Store) Create(name string, meta Meta, excl bool) (Entry, bool, error) {
 	nd := &newDoc{key: key, meta: meta}
 	nd.ino = s.freshIno(key)
 	s.creating[key] = nd
+	s.entryChanged()
 	return nd.entry(), true, nil
 }
 
@@ -424,6 +439,9 @@ func (s *Store) Remove(name string) error {
 	}
 	s.mu.Unlock()
 	s.mutMu.RUnlock()
+	if err == nil || err == errNoHeaderChange {
+		s.entryChanged()
+	}
 	if err == errNoHeaderChange {
 		return nil
 	}

@@ -31,6 +31,7 @@ func (s *Store) Rename(from, to string, flags uint) error {
 	if err != nil {
 		return err
 	}
+	s.entryChanged()
 	return s.markHeaderDirty()
 }
 
@@ -227,6 +228,7 @@ func (s *Store) insert(name string, data []byte, meta Meta, ino uint64, noReplac
 	s.metaDirty[key] = true
 	s.popTrailing()
 	unlock()
+	s.entryChanged()
 	if err := s.ds.pool.MarkDirty(&engine.Unit{Owner: s, Key: s.unitKey(ino), Size: int64(len(data)), Value: v}); err != nil {
 		return err
 	}
