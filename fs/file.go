@@ -99,15 +99,27 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if err != nil {
 		return nil, 0, gofs.ToErrno(err)
 	}
-	// The file opened must be the node's: a name that now leads to
-	// another file (replaced since the kernel looked it up) is looked
-	// up again, never opened in the node's stead.
-	if st, err := engine.Fstat(fd); err != nil || !n.isOwn(&st) {
+	st, err := engine.Fstat(fd)
+	if err != nil {
 		syscall.Close(fd)
-		if err != nil {
-			return nil, 0, gofs.ToErrno(err)
+		return nil, 0, gofs.ToErrno(err)
+	}
+	if !n.isOwn(&st) {
+		// The name was replaced since the kernel looked it up. An open
+		// is of the name: it gets the file the name leads to now, as on
+		// ext4, rather than ESTALE (which the kernel retries once, and a
+		// name replaced again meanwhile fails). Its I/O goes to that
+		// file through the daemon (DIRECT_IO: none of the node's pages
+		// or size apply), and the kernel is told to look the name up
+		// again for the next open.
+		if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			syscall.Close(fd)
+			return nil, 0, syscall.ESTALE
 		}
-		return nil, 0, syscall.ESTALE
+		if name, parent := n.Parent(); parent != nil {
+			go parent.NotifyEntry(name)
+		}
+		return newReplacedFile(fd), fuse.FOPEN_DIRECT_IO, 0
 	}
 	return newPlainFile(fd, &n.modes), 0, 0
 }
@@ -262,9 +274,16 @@ var (
 	_ gofs.NodeSetattrer  = (*linkNode)(nil)
 )
 
+// Readlink reads the link the name leads to now, as a path walk that
+// raced with a replacement reads it on ext4 (a name that is no longer a
+// link: EINVAL, as readlink(2) answers), rather than ESTALE, which the
+// kernel retries only once; a replaced link makes the kernel look the
+// name up again for the next walk.
 func (n *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	if _, errno := n.lstatOwn(); errno != 0 {
-		return nil, errno
+	if _, errno := n.lstatOwn(); errno == syscall.ESTALE {
+		if name, parent := n.Parent(); parent != nil {
+			go parent.NotifyEntry(name)
+		}
 	}
 	target, err := n.fsys.back.Readlink(n.rel())
 	return target, gofs.ToErrno(err)

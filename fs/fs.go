@@ -144,7 +144,8 @@ func (n *node) childRel(name string) string { return filepath.Join(n.rel(), name
 // Without the generation, a lookup of the later file would find the
 // node of the earlier one, and writes to one name would land in another
 // file. A node whose name now leads to another file is stale: it
-// answers ESTALE, and the kernel looks the name up again.
+// answers ESTALE, and the kernel looks the name up again (except an open
+// and a readlink, which are of the name: file.go).
 
 // ino maps a backing file's number to the inode number shown, as
 // go-fuse's loopback does: the backing number itself for files on the

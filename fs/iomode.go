@@ -80,6 +80,13 @@ func newPlainFile(fd int, modes *ioModes) *plainFile {
 	}
 }
 
+// newReplacedFile is a handle of the file a node's name leads to now,
+// not the node's own (fileNode.Open): DIRECT_IO, which goes with any
+// mode, so it is not counted among the node's handles.
+func newReplacedFile(fd int) *plainFile {
+	return &plainFile{LoopbackFile: gofs.NewLoopbackFile(fd).(*gofs.LoopbackFile), modes: &ioModes{cached: 1}}
+}
+
 // PassthroughFd hands the kernel the backing file only in passthrough
 // mode.
 func (f *plainFile) PassthroughFd() (int, bool) {
