@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -74,7 +75,7 @@ func (n *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		return nil, gofs.ToErrno(err)
 	}
 	out.Attr.FromStat(&st.Stat_t)
-	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), 0
+	return n.fsys.newChild(ctx, n.EmbeddedInode(), name, &st), 0
 }
 
 func (n *dirNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
@@ -195,7 +196,7 @@ func (n *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
 	out.Attr.FromStat(&st.Stat_t)
-	ch := n.fsys.newChild(ctx, n.EmbeddedInode(), &st)
+	ch := n.fsys.newChild(ctx, n.EmbeddedInode(), name, &st)
 	if fn, ok := ch.Operations().(*fileNode); ok {
 		return ch, newPlainFile(fd, &fn.modes), 0, 0
 	}
@@ -259,7 +260,7 @@ func (n *dirNode) linked(ctx context.Context, rel string, out *fuse.EntryOut) (*
 		return nil, gofs.ToErrno(err)
 	}
 	out.Attr.FromStat(&st.Stat_t)
-	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), 0
+	return n.fsys.newChild(ctx, n.EmbeddedInode(), filepath.Base(rel), &st), 0
 }
 
 func (n *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -424,7 +425,7 @@ func (n *dirNode) adopt(ctx context.Context, rel string, out *fuse.EntryOut, und
 		return nil, gofs.ToErrno(err)
 	}
 	out.Attr.FromStat(&st.Stat_t)
-	return n.fsys.newChild(ctx, n.EmbeddedInode(), &st), 0
+	return n.fsys.newChild(ctx, n.EmbeddedInode(), filepath.Base(rel), &st), 0
 }
 
 // callerOwner is the owner a file created for the caller gets: the

@@ -61,8 +61,12 @@ func (n *dirNode) createDirdb(ctx context.Context, name string, flags, mode uint
 	}
 	out.Attr.FromStat(&st.Stat_t)
 	out.Attr.Ino = n.fsys.ino(&st.Stat_t)
-	fn := &fileNode{node: node{fsys: n.fsys}}
-	ch := n.NewInode(ctx, fn, n.fsys.stable(&st))
+	ch := n.fsys.childInode(ctx, n.EmbeddedInode(), name, &fileNode{node: node{fsys: n.fsys}}, n.fsys.stable(&st))
+	fn, ok := ch.Operations().(*fileNode)
+	if !ok {
+		w.Release(ctx)
+		return nil, nil, 0, syscall.EIO, true
+	}
 	h := &dirdbWriteHandle{fsys: n.fsys, node: fn, w: w}
 	h.writers.wrote(ctx) // its creator is its writer (closer.go)
 	return ch, h, fuse.FOPEN_DIRECT_IO, 0, true

@@ -169,6 +169,7 @@ func (n *docNode) truncate(s *docarray.Store, name string, size int64) syscall.E
 }
 
 func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	n.fsys.known.use(&n.node)
 	writing := flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 || flags&syscall.O_TRUNC != 0
 	if writing && n.fsys.readOnly() {
 		return nil, 0, syscall.EROFS

@@ -59,8 +59,8 @@ func fillDocAttr(a *fuse.Attr, e docarray.Entry) {
 	a.SetTimes(&at, &mt, &ct)
 }
 
-func (n *dirNode) newDocInode(ctx context.Context, e docarray.Entry) *gofs.Inode {
-	return n.NewInode(ctx, &docNode{node: node{fsys: n.fsys}}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino})
+func (n *dirNode) newDocInode(ctx context.Context, name string, e docarray.Entry) *gofs.Inode {
+	return n.fsys.childInode(ctx, n.EmbeddedInode(), name, &docNode{node: node{fsys: n.fsys}}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino})
 }
 
 func (n *dirNode) storeLookup(ctx context.Context, s *docarray.Store, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -78,7 +78,7 @@ func (n *dirNode) storeLookup(ctx context.Context, s *docarray.Store, name strin
 	fillDocAttr(&out.Attr, e)
 	out.SetEntryTimeout(docTimeout)
 	out.SetAttrTimeout(docTimeout)
-	return n.newDocInode(ctx, e), 0
+	return n.newDocInode(ctx, name, e), 0
 }
 
 // recheckDocs makes the kernel look again at every name of store
@@ -129,7 +129,7 @@ func (n *dirNode) storeCreate(ctx context.Context, s *docarray.Store, name strin
 	fillDocAttr(&out.Attr, e)
 	out.SetEntryTimeout(docTimeout)
 	out.SetAttrTimeout(docTimeout)
-	ch := n.newDocInode(ctx, e)
+	ch := n.newDocInode(ctx, name, e)
 	dn := ch.Operations().(*docNode)
 	h, errno := dn.openWriter(s, name, e, flags|syscall.O_WRONLY, created)
 	if errno != 0 {

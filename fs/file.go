@@ -42,6 +42,7 @@ var (
 )
 
 func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	n.fsys.known.use(&n.node)
 	writing := flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 || flags&syscall.O_TRUNC != 0
 	if writing && n.fsys.readOnly() {
 		return nil, 0, syscall.EROFS

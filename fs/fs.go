@@ -29,6 +29,7 @@ type FS struct {
 	logf    func(format string, args ...any)
 	started time.Time
 	prunes  *pruneState // shared with its store connections
+	known   *knownNodes // shared with its store connections (known.go)
 	// reads counts the READ requests the daemon served, by kind of
 	// file (stats.json): what passthrough and the page cache spare it.
 	reads readCounts
@@ -56,6 +57,7 @@ func New(ds *store.Dataset, opts mountopts.Options, logf func(string, ...any)) (
 	f := &FS{ds: ds, back: ds.Backing(), opts: opts, rootDev: uint64(st.Dev), logf: logf, started: time.Now()}
 	f.root = &dirNode{node: node{fsys: f}}
 	f.prunes = newPruneState()
+	f.known = newKnownNodes()
 	ds.Docs().SetNotify(f.onDocChanges)
 	return f, nil
 }
@@ -123,6 +125,7 @@ type node struct {
 	gofs.Inode
 	fsys  *FS
 	fresh freshWriters
+	known knownLinks
 }
 
 // rel is the node's dataset-relative path.
@@ -179,8 +182,9 @@ func (n *node) lstatOwn() (engine.Stat, syscall.Errno) {
 	return st, 0
 }
 
-// newChild makes the node for a backing file of directory parent.
-func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, st *engine.Stat) *gofs.Inode {
+// newChild makes the node for a backing file named name (empty for
+// one without a name) of directory parent.
+func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, name string, st *engine.Stat) *gofs.Inode {
 	var ops gofs.InodeEmbedder
 	switch st.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
@@ -192,7 +196,7 @@ func (f *FS) newChild(ctx context.Context, parent *gofs.Inode, st *engine.Stat) 
 	default:
 		ops = &specialNode{node: node{fsys: f}}
 	}
-	return parent.NewInode(ctx, ops, f.stable(st))
+	return f.childInode(ctx, parent, name, ops, f.stable(st))
 }
 
 // errno turns an error into the errno to answer, logging refusals and

@@ -29,20 +29,66 @@ func (f *FS) MemoryBudget() int64 {
 	return f.opts.PoolBytes + memoryBase + memoryPerDoc*int64(f.ds.Docs().Indexed())
 }
 
+// memoryCheck is how often the limit is refreshed and the live heap
+// looked at; it is also the epoch of known nodes' uses (known.go).
+const memoryCheck = 250 * time.Millisecond
+
+// nodeBytes is what a node the kernel knows keeps live: after ls -l of
+// 100,000 documents the live heap is 540 bytes a document larger
+// (pprof: 390 of them the node, its entry in go-fuse's table and in its
+// parent's children).
+const nodeBytes = 500
+
 // KeepMemoryBudget makes the budget the runtime's soft memory limit,
-// now and every second after, unless GOMEMLIMIT sets one.
+// now and at every check after, unless GOMEMLIMIT sets one; and at
+// every check hands nodes back to the kernel while the live heap is
+// past three quarters of the limit (known.go).
 func (f *FS) KeepMemoryBudget() {
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return
+	own := os.Getenv("GOMEMLIMIT") == ""
+	set := func() {
+		if own {
+			debug.SetMemoryLimit(f.MemoryBudget() - memoryHeadroom)
+		}
 	}
-	set := func() { debug.SetMemoryLimit(f.MemoryBudget() - memoryHeadroom) }
 	set()
 	f.ds.Docs().SetIndexingHook(set)
 	go func() {
-		for range time.Tick(time.Second) {
+		for range time.Tick(memoryCheck) {
 			set()
+			f.known.tick()
+			f.shrinkKnown(debug.SetMemoryLimit(-1))
 		}
 	}()
+}
+
+// shrinkKnown prunes nodes enough to bring the live heap back to 5/8 of
+// limit, once it is past 3/4 of it: below that the collector has room
+// to work without running all the time (past 9/10 it hardly stops),
+// and a prune costs the kernel's cache of what it hands back. The live
+// heap is what the last collection found: after a prune it is looked at
+// again only once a collection has run since, or it would count the
+// nodes just handed back again.
+func (f *FS) shrinkKnown(limit int64) {
+	live, cycles := heapLive(), gcCycles()
+	if limit <= 0 || live <= limit/4*3 || cycles == f.known.prunedAt.Load() {
+		return
+	}
+	f.known.prunedAt.Store(cycles)
+	f.known.prune(int((live - limit/8*5) / nodeBytes))
+}
+
+// heapLive is the heap the last collection found live.
+func heapLive() int64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return int64(s[0].Value.Uint64())
+}
+
+// gcCycles counts the collections so far.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // goMemory is the memory the Go runtime has mapped (heap, stacks and

@@ -112,6 +112,13 @@ type Stats struct {
 	Memory struct {
 		Budget int64 `json:"budget"`
 		Go     int64 `json:"go"`
+		// HeapLive is the heap the last collection found live.
+		HeapLive int64 `json:"heap_live"`
+		// KnownNodes are the nodes of files (not directories) the
+		// kernel holds; PrunedNodes those handed back to it under
+		// memory pressure since the mount (known.go).
+		KnownNodes  int   `json:"known_nodes"`
+		PrunedNodes int64 `json:"pruned_nodes"`
 	} `json:"memory"`
 	// UnsyncedDirs is how many directories hold renames of published
 	// versions not yet made durable (store/engine/dirsync.go).
@@ -128,7 +135,8 @@ func (n *statsNode) snapshot() []byte {
 		Dirdb:      n.fsys.ds.Dirdb().Stats(),
 	}
 	s.Reads.Array, s.Reads.View = n.fsys.reads.array.Load(), n.fsys.reads.view.Load()
-	s.Memory.Budget, s.Memory.Go = n.fsys.MemoryBudget(), goMemory()
+	s.Memory.Budget, s.Memory.Go, s.Memory.HeapLive = n.fsys.MemoryBudget(), goMemory(), heapLive()
+	s.Memory.KnownNodes, s.Memory.PrunedNodes = n.fsys.known.count(), n.fsys.known.pruned.Load()
 	s.UnsyncedDirs = n.fsys.back.UnsyncedDirs()
 	b, _ := json.MarshalIndent(s, "", "  ")
 	return append(b, '\n')

@@ -48,7 +48,7 @@ func (n *dirNode) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *f
 		return nil, nil, 0, gofs.ToErrno(err)
 	}
 	out.Attr.FromStat(&st.Stat_t)
-	ch := n.fsys.newChild(ctx, n.EmbeddedInode(), &st)
+	ch := n.fsys.newChild(ctx, n.EmbeddedInode(), "", &st)
 	fn, ok := ch.Operations().(*fileNode)
 	if !ok {
 		syscall.Close(fd)
@@ -96,4 +96,7 @@ func (u *unnamedFile) link(back *engine.Backing, rel string) (ok bool, err error
 var _ gofs.NodeOnForgetter = (*fileNode)(nil)
 
 // OnForget: the kernel is done with the node; an unnamed file goes.
-func (n *fileNode) OnForget() { n.unnamed.set(nil) }
+func (n *fileNode) OnForget() {
+	n.unnamed.set(nil)
+	n.node.OnForget()
+}
