@@ -361,7 +361,16 @@ try:
                        "plain files": lambda: timed(lambda: sh("ls", "-l", plain))})
         v["idealfs (one run)"] = timed(lambda: sh("ls", "-l", ideal.dir))
         row("ls -l of the store", "s", v, 0.5, higher=False, ref="plain files")
-        cp1, cp2 = os.path.join(W, "copy-docs"), os.path.join(W, "copy-plain")
+        # The copies go to tmpfs when there is one: a no-op rsync stats
+        # them from the dentry cache either way (0.93-1.21 s against
+        # 0.93-1.00 s on ext4 for 100,000 files, by hand), and writing
+        # and removing 200,000 files on the backing disk took two
+        # minutes of the run.
+        cpdir = W
+        if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+            cpdir = os.path.join("/dev/shm", os.path.basename(W))
+            os.makedirs(cpdir, exist_ok=True)
+        cp1, cp2 = os.path.join(cpdir, "copy-docs"), os.path.join(cpdir, "copy-plain")
         sh("rsync", "-a", os.path.join(rw.dir, "docs") + "/", cp1 + "/")
         sh("rsync", "-a", plain + "/", cp2 + "/")
         row("no-op rsync -a of the store", "s",
