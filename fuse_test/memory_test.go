@@ -104,3 +104,32 @@ func TestKnownNodesPrunedUnderPressure(t *testing.T) {
 		t.Fatalf("after remount %s holds %q, want %q", docs[1].Key, got, want)
 	}
 }
+
+// TestKnownNodesCountedOnce: a name looked up again (plain files'
+// entries last a second) is answered with the node the kernel has, so
+// the daemon's list of known nodes holds each file once.
+func TestKnownNodesCountedOnce(t *testing.T) {
+	const n = 500
+	ds := t.TempDir()
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(ds, fmt.Sprintf("f%03d", i)), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := mount(t, ds)
+	before := m.memory().KnownNodes
+	for pass := range 3 {
+		if pass > 0 {
+			time.Sleep(1100 * time.Millisecond) // past the entry timeout
+		}
+		for i := range n {
+			if _, err := os.Stat(m.Path(fmt.Sprintf("f%03d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := m.memory().KnownNodes - before; got != n {
+		t.Errorf("%d nodes known after 3 passes of stat over %d files (want %d)", got, n, n)
+	}
+	m.Unmount()
+}
