@@ -259,10 +259,11 @@ func (n *fileNode) pendingXattr(call func(fd int) (int, error)) (uint32, syscall
 }
 
 // replaced tells the kernel that the backing file of n was replaced
-// (a publication renames a new inode over it), so that the next lookup
-// shows the new inode. Asynchronous, as the kernel may hold locks of the
-// directory while the current operation runs.
-func (n *fileNode) replaced() {
+// (a publication renames a new inode over it, or another program did),
+// so that the next lookup shows the new inode. Asynchronous, as the
+// kernel may hold locks of the directory while the current operation
+// runs.
+func (n *node) replaced() {
 	if name, parent := n.Parent(); parent != nil {
 		go parent.NotifyEntry(name)
 	}
@@ -274,7 +275,7 @@ func (n *fileNode) replaced() {
 // returned looks the name up again and finds the new file; only opens
 // already under way meet the old node, answer ESTALE once and are
 // retried by the kernel.
-func (n *fileNode) replacedNow() {
+func (n *node) replacedNow() {
 	if name, parent := n.Parent(); parent != nil {
 		parent.NotifyEntry(name)
 	}

@@ -117,9 +117,7 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 			syscall.Close(fd)
 			return nil, 0, syscall.ESTALE
 		}
-		if name, parent := n.Parent(); parent != nil {
-			go parent.NotifyEntry(name)
-		}
+		n.replaced()
 		return newReplacedFile(fd), fuse.FOPEN_DIRECT_IO, 0
 	}
 	return newPlainFile(fd, &n.modes), 0, 0
@@ -282,9 +280,7 @@ var (
 // name up again for the next walk.
 func (n *linkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if _, errno := n.lstatOwn(); errno == syscall.ESTALE {
-		if name, parent := n.Parent(); parent != nil {
-			go parent.NotifyEntry(name)
-		}
+		n.replaced()
 	}
 	target, err := n.fsys.back.Readlink(n.rel())
 	return target, gofs.ToErrno(err)

@@ -67,23 +67,14 @@ type nodeBase interface{ base() *node }
 // one (ops). go-fuse itself would keep the old node and drop the new
 // one only after the lookup returned, too late for it to leave the
 // list of known nodes (and for a create, its handle would be on the
-// dropped node). The node's use is recorded.
+// dropped node). The node's use is recorded; directories are not
+// tracked.
 func (f *FS) childInode(ctx context.Context, parent *gofs.Inode, name string, ops gofs.InodeEmbedder, id gofs.StableAttr) *gofs.Inode {
-	if name != "" {
-		if ch := parent.GetChild(name); ch != nil && ch.StableAttr() == id {
-			return f.tracked(ch)
-		}
+	ch := parent.GetChild(name)
+	if name == "" || ch == nil || ch.StableAttr() != id {
+		ch = parent.NewInode(ctx, ops, id)
 	}
-	return f.tracked(parent.NewInode(ctx, ops, id))
-}
-
-// tracked records a use of ch, a node just looked up, created or
-// opened, and returns it. Directories are not tracked.
-func (f *FS) tracked(ch *gofs.Inode) *gofs.Inode {
-	if ch == nil || ch.IsDir() {
-		return ch
-	}
-	if b, ok := ch.Operations().(nodeBase); ok {
+	if b, ok := ch.Operations().(nodeBase); ok && !ch.IsDir() {
 		f.known.use(b.base())
 	}
 	return ch
@@ -163,9 +154,8 @@ const askAgain = 8
 // pruneBatch bounds one notification (8 bytes a node).
 const pruneBatch = 512
 
-// prune hands up to max of the coldest nodes back to the kernel. It
-// reports how many it asked it to drop.
-func (k *knownNodes) prune(max int) int {
+// prune hands up to max of the coldest nodes back to the kernel.
+func (k *knownNodes) prune(max int) {
 	nodes := k.coldest(max)
 	// A notification goes to the connection of the node: group them
 	// by file system (the main one and each store connection).
@@ -188,5 +178,4 @@ func (k *knownNodes) prune(max int) int {
 		}
 	}
 	k.pruned.Add(int64(len(nodes)))
-	return len(nodes)
 }

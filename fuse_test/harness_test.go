@@ -231,7 +231,8 @@ type Stats struct {
 		WriteBacks int64 `json:"write_backs"`
 		Evictions  int64 `json:"evictions"`
 	} `json:"pool"`
-	UnsyncedDirs int `json:"unsynced_dirs"`
+	Memory       memoryStats `json:"memory"`
+	UnsyncedDirs int         `json:"unsynced_dirs"`
 }
 
 func (m *Mount) stats() Stats {

@@ -2,7 +2,6 @@ package fuse_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,17 +15,6 @@ type memoryStats struct {
 	Go          int64 `json:"go"`
 	KnownNodes  int   `json:"known_nodes"`
 	PrunedNodes int64 `json:"pruned_nodes"`
-}
-
-func (m *Mount) memory() memoryStats {
-	m.t.Helper()
-	var st struct {
-		Memory memoryStats `json:"memory"`
-	}
-	if err := json.Unmarshal(mustRead(m.t, m.Path(".arrayfs/stats.json")), &st); err != nil {
-		m.t.Fatal(err)
-	}
-	return st.Memory
 }
 
 // nodeBytes is what the daemon counts a node the kernel knows to keep
@@ -58,7 +46,7 @@ func TestKnownNodesPrunedUnderPressure(t *testing.T) {
 	var mem memoryStats
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		mem = m.memory()
+		mem = m.stats().Memory
 		if mem.PrunedNodes > 0 || time.Now().After(deadline) {
 			break
 		}
@@ -93,9 +81,10 @@ func TestKnownNodesPrunedUnderPressure(t *testing.T) {
 		t.Fatalf("%s after rewrite: %q, want %q", p, got, want)
 	}
 	// What the nodes keep fits in the budget: pruning aims at 5/8 of
-	// the soft limit, 16 MiB below it (the daemon's RssAnon is no measure here: the test binary is
-	// built with -race, whose shadow memory is anonymous too).
-	mem = m.memory()
+	// the soft limit, 16 MiB below it. (The daemon's RssAnon is no
+	// measure here: the test binary is built with -race, whose shadow
+	// memory is anonymous too.)
+	mem = m.stats().Memory
 	if int64(mem.KnownNodes)*nodeBytes > mem.Budget/2 {
 		t.Errorf("%d nodes known (%d bytes each) are more than half of the budget %d", mem.KnownNodes, nodeBytes, mem.Budget)
 	}
@@ -117,7 +106,7 @@ func TestKnownNodesCountedOnce(t *testing.T) {
 		}
 	}
 	m := mount(t, ds)
-	before := m.memory().KnownNodes
+	before := m.stats().Memory.KnownNodes
 	for pass := range 3 {
 		if pass > 0 {
 			time.Sleep(1100 * time.Millisecond) // past the entry timeout
@@ -128,7 +117,7 @@ func TestKnownNodesCountedOnce(t *testing.T) {
 			}
 		}
 	}
-	if got := m.memory().KnownNodes - before; got != n {
+	if got := m.stats().Memory.KnownNodes - before; got != n {
 		t.Errorf("%d nodes known after 3 passes of stat over %d files (want %d)", got, n, n)
 	}
 	m.Unmount()

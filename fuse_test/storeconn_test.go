@@ -193,12 +193,7 @@ dam.flush()
 	if n := len(docBytes(t, m.Path("docs"))); n != 2000 {
 		t.Fatalf("%d documents", n)
 	}
-	var st struct {
-		Memory struct{ Budget, Go int64 } `json:"memory"`
-	}
-	if err := json.Unmarshal(mustRead(t, m.Path(".arrayfs/stats.json")), &st); err != nil {
-		t.Fatal(err)
-	}
+	st := m.stats()
 	if want := int64(8<<20 + 64<<20 + 64*2000); st.Memory.Budget != want {
 		t.Errorf("memory budget %d, want %d (8M + 64M + 64 B x 2000 documents)", st.Memory.Budget, want)
 	}
