@@ -109,9 +109,16 @@ func (n *fileNode) getattrDirdb(f gofs.FileHandle, out *fuse.AttrOut) (syscall.E
 	var err error
 	switch h := f.(type) {
 	case *dirdbReadHandle:
+		// go-fuse hands a path's GETATTR to an open handle too (the
+		// kernel sends no handle for stat(2)): while the name still
+		// leads to the file the snapshot was taken of, its attributes
+		// now are the answer (a utimes since the open shows), the
+		// snapshot's only once the name leads elsewhere.
 		st = h.src.Stat()
 		if _, parent := n.Parent(); parent == nil {
 			st.Nlink = 0 // unlinked, or renamed over: no name leads to it
+		} else if cur, _, ok, err := n.fsys.ds.Dirdb().Stat(n.rel()); ok && err == nil && cur.Ino == st.Ino && cur.Dev == st.Dev {
+			st = cur.Stat_t
 		}
 	case *dirdbWriteHandle:
 		st, err = h.w.Stat()
@@ -356,9 +363,12 @@ func (h *dirdbWriteHandle) Fsync(ctx context.Context, flags uint32) syscall.Errn
 	return h.after(published, err)
 }
 
+// after tells the kernel what a FLUSH or FSYNC did: a publication
+// before close(2) or fsync(2) returns, so that a stat or open after it
+// finds the new file (even while a reader holds the old one open).
 func (h *dirdbWriteHandle) after(published bool, err error) syscall.Errno {
 	if published {
-		h.node.replaced()
+		h.node.replacedNow()
 	}
 	if err != nil {
 		// The kernel's attributes follow the refused writes; the
