@@ -29,9 +29,14 @@ type docNode struct {
 	writer *docWriteHandle
 	// cached is the version of the content the kernel may have pages
 	// of: an open keeps them (FOPEN_KEEP_CACHE) only if it is the same.
+	// On a store connection, which has no OPEN, it is the version put
+	// into the page cache at an IOCTL (docprefill.go).
 	cached    uint64
 	reloads   uint64
 	hasCached bool
+	// prefilled is the store and its version at the last IOCTL that
+	// looked at the document (docprefill.go).
+	prefilled prefillMark
 }
 
 var (
@@ -517,6 +522,7 @@ var _ gofs.NodeReader = (*docNode)(nil)
 // connection (storeconn.go) the kernel opens nothing, and each READ
 // reads the document's current version.
 func (n *docNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n.fsys.reads.document.Add(1)
 	if r, ok := f.(gofs.FileReader); ok {
 		return r.Read(ctx, dest, off)
 	}

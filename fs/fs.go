@@ -32,7 +32,8 @@ type FS struct {
 	known   *knownNodes // shared with its store connections (known.go)
 	// reads counts the READ requests the daemon served, by kind of
 	// file (stats.json): what passthrough and the page cache spare it.
-	reads readCounts
+	// Shared with its store connections.
+	reads *readCounts
 	// base is the dataset-relative directory of root: "" for the main
 	// connection, the store's directory for a store connection.
 	base string
@@ -42,7 +43,10 @@ type FS struct {
 }
 
 type readCounts struct {
-	array, view atomic.Int64
+	array, view, document atomic.Int64
+	// prefilled counts the documents put into the page cache ahead of
+	// their first READ (docprefill.go).
+	prefilled atomic.Int64
 }
 
 // New builds the node tree for ds.
@@ -54,7 +58,7 @@ func New(ds *store.Dataset, opts mountopts.Options, logf func(string, ...any)) (
 	if err != nil {
 		return nil, err
 	}
-	f := &FS{ds: ds, back: ds.Backing(), opts: opts, rootDev: uint64(st.Dev), logf: logf, started: time.Now()}
+	f := &FS{ds: ds, back: ds.Backing(), opts: opts, rootDev: uint64(st.Dev), logf: logf, started: time.Now(), reads: &readCounts{}}
 	f.root = &dirNode{node: node{fsys: f}}
 	f.prunes = newPruneState()
 	f.known = newKnownNodes()

@@ -106,6 +106,11 @@ type Stats struct {
 	Reads struct {
 		Array int64 `json:"array"` // of array data files (none when passed through)
 		View  int64 `json:"view"`  // of /.arrayfs/views files
+		// Document counts READs of documents; DocumentsPrefilled the
+		// documents put into the page cache before any READ of them
+		// (store connections, docprefill.go).
+		Document           int64 `json:"document"`
+		DocumentsPrefilled int64 `json:"documents_prefilled"`
 	} `json:"reads"`
 	// Memory is the daemon's budget (memory.go) and what the Go
 	// runtime holds, in bytes.
@@ -134,7 +139,9 @@ func (n *statsNode) snapshot() []byte {
 		Pool:       n.fsys.ds.Pool().Stats(),
 		Dirdb:      n.fsys.ds.Dirdb().Stats(),
 	}
-	s.Reads.Array, s.Reads.View = n.fsys.reads.array.Load(), n.fsys.reads.view.Load()
+	r := n.fsys.reads
+	s.Reads.Array, s.Reads.View = r.array.Load(), r.view.Load()
+	s.Reads.Document, s.Reads.DocumentsPrefilled = r.document.Load(), r.prefilled.Load()
 	s.Memory.Budget, s.Memory.Go, s.Memory.HeapLive = n.fsys.MemoryBudget(), goMemory(), heapLive()
 	s.Memory.KnownNodes, s.Memory.PrunedNodes = n.fsys.known.count(), n.fsys.known.pruned.Load()
 	s.UnsyncedDirs = n.fsys.back.UnsyncedDirs()

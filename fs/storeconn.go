@@ -157,7 +157,7 @@ func (c *storeConns) serve(rel string, sc *storeConn) {
 // sub is the file system of the store connection of store directory rel:
 // the same dataset, rooted there.
 func (f *FS) sub(rel string) *FS {
-	s := &FS{ds: f.ds, back: f.back, opts: f.opts, rootDev: f.rootDev, logf: f.logf, started: f.started, base: rel, known: f.known}
+	s := &FS{ds: f.ds, back: f.back, opts: f.opts, rootDev: f.rootDev, logf: f.logf, started: f.started, base: rel, known: f.known, reads: f.reads}
 	s.root = &dirNode{node: node{fsys: s}}
 	s.prunes = f.prunes
 	return s

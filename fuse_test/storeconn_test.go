@@ -37,6 +37,21 @@ func waitFor(d time.Duration, cond func() bool) bool {
 	return cond()
 }
 
+// storeConnDataset is the daf arrays fixture with a store of 300
+// documents written by the original in docs/.
+func storeConnDataset(t *testing.T) (ds, store string) {
+	t.Helper()
+	ds = fixture(t, "daf/arrays")
+	store = filepath.Join(ds, "docs")
+	pyOriginal(t, origPrelude+`
+dam = DocumentArrayMemmap(sys.argv[1])
+for i in range(300):
+    dam.append(Document(id='d%02d' % i, text='v0 %d' % i, tags={'i': i}))
+dam.flush()
+`, store)
+	return ds, store
+}
+
 func docBytes(t *testing.T, dir string) map[string][]byte {
 	t.Helper()
 	out := map[string][]byte{}
@@ -55,14 +70,7 @@ func docBytes(t *testing.T, dir string) map[string][]byte {
 // and changes the original makes beside the mount show up on both
 // connections although the kernel keeps documents' names for an hour.
 func TestStoreConnections(t *testing.T) {
-	ds := fixture(t, "daf/arrays")
-	store := filepath.Join(ds, "docs")
-	pyOriginal(t, origPrelude+`
-dam = DocumentArrayMemmap(sys.argv[1])
-for i in range(300):
-    dam.append(Document(id='d%02d' % i, text='v0 %d' % i, tags={'i': i}))
-dam.flush()
-`, store)
+	ds, store := storeConnDataset(t)
 	m := mount(t, ds, "ro,store_connections")
 	plain := mount(t, ds, "ro")
 	want := docBytes(t, plain.Path("docs"))

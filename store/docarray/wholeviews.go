@@ -18,20 +18,21 @@ import (
 // store, with the slot of every engine.LineStep-th document kept to
 // start a read near where it is wanted.
 
-// storeVersion changes whenever any document of the store may have:
+// A StoreVersion changes whenever any document of the store may have:
 // the mount changed one, or another program's change was reloaded.
-type storeVersion struct{ changes, reloads, gen uint64 }
+type StoreVersion struct{ changes, reloads, gen uint64 }
 
-func (s *Store) viewVersion() storeVersion {
+// Version is the store's version now.
+func (s *Store) Version() StoreVersion {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return storeVersion{s.changes, s.reloads, s.gen}
+	return StoreVersion{s.changes, s.reloads, s.gen}
 }
 
 // wholeViews are the whole-store views of one version of a store.
 type wholeViews struct {
 	s   *Store
-	ver storeVersion
+	ver StoreVersion
 	n   int64   // live documents
 	ck  []int32 // slot of live document k*LineStep
 
@@ -56,7 +57,7 @@ type wholeCache struct {
 
 // whole returns the whole-store views of s as it is now.
 func (d *Stores) whole(s *Store) (*wholeViews, error) {
-	ver := s.viewVersion()
+	ver := s.Version()
 	rel := s.Rel()
 	d.wholes.mu.Lock()
 	w := d.wholes.m[rel]

@@ -1,0 +1,128 @@
+package fuse_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readStats are the READ counters of stats.json.
+type readStats struct {
+	Document           int64 `json:"document"`
+	DocumentsPrefilled int64 `json:"documents_prefilled"`
+}
+
+func (m *Mount) readStats() readStats {
+	m.t.Helper()
+	var s struct {
+		Reads readStats `json:"reads"`
+	}
+	if err := json.Unmarshal(mustRead(m.t, m.Path(".arrayfs/stats.json")), &s); err != nil {
+		m.t.Fatal(err)
+	}
+	return s.Reads
+}
+
+// pyBuiltinRead reads each file with Python's builtin open(), which asks
+// isatty (an IOCTL) before its first read, and prints each file's bytes
+// as hex, one per line.
+const pyBuiltinRead = `
+import sys
+for p in sys.argv[1:]:
+    with open(p, 'rb') as f:
+        print(f.read().hex())
+`
+
+// TestStoreConnectionPrefill: on a store connection a document's bytes
+// are put into the page cache at the IOCTL that Python's open() sends,
+// so its first read needs no READ; and a document the original changes
+// while readers loop over it is never left stale in that cache.
+func TestStoreConnectionPrefill(t *testing.T) {
+	ds, store := storeConnDataset(t)
+	m := mount(t, ds, "ro,store_connections")
+	plain := mount(t, ds, "ro")
+	want := docBytes(t, plain.Path("docs"))
+	names := readDir(t, m.Path("docs"))
+	if !waitFor(5*time.Second, func() bool { return storeConnAt(m.Path("docs")) }) {
+		t.Fatalf("no store connection mounted at %s after a listing", m.Path("docs"))
+	}
+	var paths []string
+	for _, name := range names {
+		if name != ".docarray" {
+			paths = append(paths, m.Path("docs/"+name))
+		}
+	}
+	before := m.readStats()
+	out := strings.Fields(pyRun(t, pyBuiltinRead, paths...))
+	after := m.readStats()
+	if len(out) != len(paths) || len(paths) != 300 {
+		t.Fatalf("read %d of %d documents", len(out), len(paths))
+	}
+	for i, p := range paths {
+		if out[i] != hex.EncodeToString(want[filepath.Base(p)]) {
+			t.Fatalf("%s through the store connection differs from a plain mount's", p)
+		}
+	}
+	if got := after.DocumentsPrefilled - before.DocumentsPrefilled; got != 300 {
+		t.Errorf("%d documents put into the page cache at their IOCTL, want 300", got)
+	}
+	if got := after.Document - before.Document; got != 0 {
+		t.Errorf("%d READs of documents read after their IOCTL, want none", got)
+	}
+	// A program that never asks isatty still reads through READ.
+	if b := mustRead(t, m.Path("docs/d02")); !bytes.Equal(b, want["d02"]) {
+		t.Fatalf("d02 read by Go differs: %q", b)
+	}
+
+	// Readers loop over d02 and d03 with open() while the original
+	// rewrites them, each rewrite a change behind the mount's back.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stop := filepath.Join(t.TempDir(), "stop")
+	loop := exec.CommandContext(ctx, python, "-c", `
+import os, sys
+while not os.path.exists(sys.argv[1]):
+    for p in sys.argv[2:]:
+        with open(p, 'rb') as f:
+            f.read()
+`, stop, m.Path("docs/d02"), m.Path("docs/d03"))
+	if err := loop.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pyOriginal(t, origPrelude+`
+for k in range(12):
+    orig_op(sys.argv[1], 'set:d02=w%d' % k)
+    orig_op(sys.argv[1], 'set:d03=w%d' % k)
+`, store)
+	os.WriteFile(stop, nil, 0o644)
+	if err := loop.Wait(); err != nil {
+		t.Fatalf("the reader loop: %v", err)
+	}
+	final := map[string][]byte{}
+	ok := waitFor(5*time.Second, func() bool {
+		for _, name := range []string{"d02", "d03"} {
+			final[name] = mustRead(t, plain.Path("docs/"+name))
+		}
+		out := strings.Fields(pyRun(t, pyBuiltinRead, m.Path("docs/d02"), m.Path("docs/d03")))
+		return bytes.Contains(final["d02"], []byte("w11")) && bytes.Contains(final["d03"], []byte("w11")) &&
+			len(out) == 2 && out[0] == hex.EncodeToString(final["d02"]) && out[1] == hex.EncodeToString(final["d03"])
+	})
+	if !ok {
+		t.Fatalf("5 s after the original's last rewrite, open() on the store connection does not read it")
+	}
+	// And it stays so: nothing stale lands in the cache later.
+	for i := 0; i < 10; i++ {
+		out := strings.Fields(pyRun(t, pyBuiltinRead, m.Path("docs/d02"), m.Path("docs/d03")))
+		if len(out) != 2 || out[0] != hex.EncodeToString(final["d02"]) || out[1] != hex.EncodeToString(final["d03"]) {
+			t.Fatalf("read %d after the last rewrite: an older version came back", i)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
