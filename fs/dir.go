@@ -18,6 +18,7 @@ import (
 // the backing directory's, less the names the store hides.
 type dirNode struct {
 	node
+	listed listedMark // dirhandle.go
 }
 
 var (

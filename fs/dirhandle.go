@@ -3,10 +3,13 @@ package fs
 import (
 	"context"
 	"os"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/arrayfs/arrayfs/store/docarray"
 )
 
 // dirHandle is an open directory: its listing (made at the first
@@ -34,7 +37,54 @@ func (n *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 	if err != nil {
 		return nil, 0, gofs.ToErrno(err)
 	}
-	return &dirHandle{node: n, dir: dir}, 0, 0
+	return &dirHandle{node: n, dir: dir}, n.listingCache(), 0
+}
+
+// The kernel keeps a store directory's listing (FOPEN_CACHE_DIR), so
+// that ls -l or rsync of a store listed before costs no READDIRPLUS: at
+// each open the daemon keeps the kernel's copy (FOPEN_KEEP_CACHE) while
+// the store's listing is the version the last open without it saw, and
+// drops it otherwise; the kernel then lists anew and keeps that.
+//
+// Why the copy is never stale: a listing is made at the first readdir of
+// an open, after the version was recorded, so it is that version or a
+// later one, and a later one differs at the next open, which drops the
+// kernel's copy. Changes made through this connection also reset it
+// (a directory change moves its i_version), and so does a reload of
+// changes behind arrayfs's back (docsChanged), for a directory already
+// open and rewound. Other directories are listed at every open:
+// their backing files change with no one telling arrayfs.
+
+// listedMark is the store and listing version of a directory's last
+// open that did not keep the kernel's listing.
+type listedMark struct {
+	mu sync.Mutex
+	s  *docarray.Store
+	v  docarray.ListingVersion
+}
+
+// listingCache answers the open flags for the kernel's copy of n's
+// listing.
+func (n *dirNode) listingCache() uint32 {
+	s := n.docStore()
+	if s == nil {
+		return 0
+	}
+	v := s.ListingVersion()
+	m := &n.listed
+	m.mu.Lock()
+	keep := m.s == s && m.v == v
+	m.s, m.v = s, v
+	m.mu.Unlock()
+	if keep {
+		return fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	}
+	// An open without FOPEN_KEEP_CACHE does not drop the kernel's copy
+	// (it checks only the directory's mtime and i_version, which a
+	// change behind arrayfs's back leaves alone): drop it before the
+	// answer. OPENDIR holds no lock the invalidation needs.
+	n.NotifyContent(0, 0)
+	return fuse.FOPEN_CACHE_DIR
 }
 
 // listing makes the listing if there is none (the first readdir, or the

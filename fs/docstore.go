@@ -281,6 +281,9 @@ func (f *FS) onDocChanges(dirRel string, changes []docarray.Change) {
 // docsChanged tells the kernel what changed in the directory dir of
 // this connection, whose store is now s (nil: none).
 func (f *FS) docsChanged(dir *gofs.Inode, s *docarray.Store, changes []docarray.Change) {
+	// The kernel's copy of the listing (dirhandle.go), for an open
+	// directory rewound before its next open.
+	dir.NotifyContent(0, 0)
 	changed := map[string]bool{}
 	for _, c := range changes {
 		changed[c.Name] = true

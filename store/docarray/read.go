@@ -171,3 +171,27 @@ func (s *Store) readerLocked(i int32) *Reader {
 	}
 	return &Reader{body: s.body.ref(), loc: s.slots[i].loc()}
 }
+
+// A ListingVersion changes whenever List's answer may have: with the
+// store's version (every change of a document on disk or in the pool,
+// every reload), a fingerprint of the documents being created, which
+// come and go without one.
+type ListingVersion struct {
+	store    StoreVersion
+	creating uint64
+}
+
+// ListingVersion is the version of the store's listing now.
+func (s *Store) ListingVersion() ListingVersion {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v := ListingVersion{store: StoreVersion{s.changes, s.reloads, s.gen}, creating: uint64(len(s.creating))}
+	for key, nd := range s.creating {
+		h := uint64(14695981039346656037)
+		for i := 0; i < len(key); i++ {
+			h = (h ^ uint64(key[i])) * 1099511628211
+		}
+		v.creating += (h ^ nd.ino) * 0x9E3779B97F4A7C15 // order-free: a sum
+	}
+	return v
+}

@@ -1,0 +1,108 @@
+package fuse_test
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readdirRequests counts the READDIR and READDIRPLUS requests in the
+// log of a mount made with the debug option.
+func readdirRequests(t *testing.T, m *Mount) int {
+	t.Helper()
+	n := 0
+	for _, line := range strings.Split(string(mustRead(t, m.Log)), "\n") {
+		if strings.Contains(line, ": READDIRPLUS n") || strings.Contains(line, ": READDIR n") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestStoreListingCached: the kernel keeps a store directory's listing
+// from one open to the next (a second ls costs no READDIRPLUS), and the
+// copy follows every change: creates, removals and renames through the
+// mount, and the original's appends beside it, also in a directory held
+// open and rewound.
+func TestStoreListingCached(t *testing.T) {
+	ds, store := storeConnDataset(t)
+	m := mount(t, ds, "debug")
+	plain := mount(t, ds, "ro")
+	dir := m.Path("docs")
+	same := func(when string) {
+		t.Helper()
+		got, want := readDir(t, dir), readDir(t, plain.Path("docs"))
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: the listing has %d names, a fresh mount's %d", when, len(got), len(want))
+		}
+	}
+	first := readDir(t, dir)
+	if len(first) != 301 { // and the marker
+		t.Fatalf("%d names in the store, want 301", len(first))
+	}
+	before := readdirRequests(t, m)
+	if again := readDir(t, dir); !slices.Equal(again, first) {
+		t.Fatalf("the second listing differs from the first")
+	}
+	if got := readdirRequests(t, m) - before; got != 0 {
+		t.Errorf("the second listing of an unchanged store sent %d READDIR requests, want none", got)
+	}
+
+	if err := os.WriteFile(m.Path("docs/made-here"), pbDoc("made-here", "m"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if names := readDir(t, dir); !slices.Contains(names, "made-here") {
+		t.Fatalf("a document created through the mount is not listed")
+	}
+	if err := os.Remove(m.Path("docs/d05")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(m.Path("docs/d06"), m.Path("docs/moved-06")); err != nil {
+		t.Fatal(err)
+	}
+	names := readDir(t, dir)
+	if slices.Contains(names, "d05") || slices.Contains(names, "d06") || !slices.Contains(names, "moved-06") {
+		t.Fatalf("after a removal and a rename through the mount the listing is stale")
+	}
+	m.Unmount() // everything written back, for the fresh mount and the original
+	m = mount(t, ds, "debug")
+	dir = m.Path("docs")
+	readDir(t, dir)
+	readDir(t, dir)
+
+	// The original appends beside the mount.
+	pyOriginal(t, origPrelude+`orig_op(sys.argv[1], 'append')`, store)
+	if !waitFor(5*time.Second, func() bool { return slices.Contains(readDir(t, dir), "new-o") }) {
+		t.Fatalf("the original's append is not listed after 5 s")
+	}
+	same("after the original's append")
+
+	// A directory held open and rewound sees the next one.
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Readdirnames(-1); err != nil {
+		t.Fatal(err)
+	}
+	pyOriginal(t, origPrelude+`
+with session(sys.argv[1], False) as dam:
+    dam.append(Document(id='late', text='o'))
+`, store)
+	ok := waitFor(5*time.Second, func() bool {
+		if _, err := f.Seek(0, 0); err != nil {
+			t.Fatal(err)
+		}
+		names, err := f.Readdirnames(-1)
+		return err == nil && slices.Contains(names, "late")
+	})
+	if !ok {
+		t.Fatalf("a directory held open and rewound does not list the original's new document after 5 s")
+	}
+	same("at the end")
+}
