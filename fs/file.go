@@ -143,7 +143,19 @@ func (n *fileNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.Att
 	return 0
 }
 
+// Setattr answers with the attributes after the change, which the
+// kernel may keep as long as a GETATTR's (go-fuse leaves a SETATTR's
+// answer without a lifetime, and the kernel then asks again at once: a
+// GETATTR after every open(O_TRUNC), chmod and utimes).
 func (n *fileNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	errno := n.setattr(ctx, f, in, out)
+	if errno == 0 && out.Timeout() == 0 {
+		out.SetTimeout(attrTimeout)
+	}
+	return errno
+}
+
+func (n *fileNode) setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if n.fsys.readOnly() {
 		return syscall.EROFS
 	}

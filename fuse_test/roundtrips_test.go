@@ -8,14 +8,16 @@ import (
 	"time"
 )
 
-// readdirRequests counts the READDIR and READDIRPLUS requests in the
-// log of a mount made with the debug option.
-func readdirRequests(t *testing.T, m *Mount) int {
+// requests counts the requests of the given kinds (READDIRPLUS,
+// GETATTR, ...) in the log of a mount made with the debug option.
+func requests(t *testing.T, m *Mount, ops ...string) int {
 	t.Helper()
 	n := 0
 	for _, line := range strings.Split(string(mustRead(t, m.Log)), "\n") {
-		if strings.Contains(line, ": READDIRPLUS n") || strings.Contains(line, ": READDIR n") {
-			n++
+		for _, op := range ops {
+			if strings.Contains(line, ": "+op+" n") {
+				n++
+			}
 		}
 	}
 	return n
@@ -44,11 +46,11 @@ func TestStoreListingCached(t *testing.T) {
 	if len(first) != 301 { // and the marker
 		t.Fatalf("%d names in the store, want 301", len(first))
 	}
-	before := readdirRequests(t, m)
+	before := requests(t, m, "READDIRPLUS", "READDIR")
 	if again := readDir(t, dir); !slices.Equal(again, first) {
 		t.Fatalf("the second listing differs from the first")
 	}
-	if got := readdirRequests(t, m) - before; got != 0 {
+	if got := requests(t, m, "READDIRPLUS", "READDIR") - before; got != 0 {
 		t.Errorf("the second listing of an unchanged store sent %d READDIR requests, want none", got)
 	}
 
@@ -105,4 +107,35 @@ with session(sys.argv[1], False) as dam:
 		t.Fatalf("a directory held open and rewound does not list the original's new document after 5 s")
 	}
 	same("at the end")
+}
+
+// TestSetattrAnswerKept: the kernel keeps what a SETATTR answers, so an
+// open(O_TRUNC) of a plain file or a dirdb entry (OPEN, then a SETATTR
+// of the size), a chmod and a utimes send no GETATTR after it.
+func TestSetattrAnswerKept(t *testing.T) {
+	m := mount(t, posixDataset(t), "debug")
+	files := kindFiles(t, m)
+	for _, p := range []string{files["plain file"][0], files["dirdb entry"][0]} {
+		data := mustRead(t, p)
+		before := requests(t, m, "GETATTR")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, time.Unix(1234567890, 0), time.Unix(1234567890, 0)); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := requests(t, m, "GETATTR") - before; got != 0 {
+			t.Errorf("%s: %d GETATTRs after an open(O_TRUNC), a chmod and a utimes, want none", p, got)
+		}
+		if st.Size() != int64(len(data)) || st.Mode().Perm() != 0o640 || st.ModTime().Unix() != 1234567890 {
+			t.Errorf("%s: size %d mode %v mtime %v after the changes", p, st.Size(), st.Mode(), st.ModTime())
+		}
+	}
 }
