@@ -283,17 +283,26 @@ func mergeTwo(a, b []hashedRecord) []hashedRecord {
 // large chunks (a store of a million documents is read in well under a
 // second).
 func (s *Store) scanRecords(from, to int, f func(i int, rec []byte)) error {
+	// In place in the mapping, chunk by chunk: copying 1.7 GB of a
+	// header of ten million records first cost a tenth of its parse.
 	const chunk = 8 << 20
 	per := max(1, chunk/s.rs)
-	buf := make([]byte, min(per, max(to-from, 1))*s.rs)
 	for i := from; i < to; i += per {
 		n := min(per, to-i)
-		b := buf[:n*s.rs]
-		if _, err := s.hmap.ReadAt(b, int64(i)*int64(s.rs)); err != nil {
-			return fmt.Errorf("%s: %w", HeaderName, err)
+		var short bool
+		err := s.hmap.Scan(int64(i)*int64(s.rs), n*s.rs, func(b []byte) {
+			if short = len(b) < n*s.rs; short {
+				return
+			}
+			for j := 0; j < n; j++ {
+				f(i+j, b[j*s.rs:(j+1)*s.rs:(j+1)*s.rs])
+			}
+		})
+		if err == nil && short {
+			err = fmt.Errorf("records %d-%d are past the end of the file", i, i+n)
 		}
-		for j := 0; j < n; j++ {
-			f(i+j, b[j*s.rs:(j+1)*s.rs])
+		if err != nil {
+			return fmt.Errorf("%s: %w", HeaderName, err)
 		}
 	}
 	return nil

@@ -149,6 +149,27 @@ func (m *Mapping) ReadAt(p []byte, off int64) (n int, err error) {
 	return len(v.Bytes), nil
 }
 
+// Scan calls fn on the mapped bytes [off, off+n) themselves, clipped to
+// the file size: no copy, for a parse of a whole big file. fn must not
+// keep the slice. A page that vanished under the mapping is reported as
+// an error, as ReadAt does, instead of crashing the process.
+func (m *Mapping) Scan(off int64, n int, fn func(b []byte)) (err error) {
+	v := m.View(off, n)
+	defer v.Release()
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
+			err = fmt.Errorf("%s: %w", m.path, errFault)
+		}
+	}()
+	fn(v.Bytes)
+	return nil
+}
+
 // Sync makes the byte range durable: msync of the pages covering it,
 // which on Linux writes back the file's dirty pages in that range however
 // they were dirtied.

@@ -89,3 +89,50 @@ func TestMappingReadAtFaultIsAnError(t *testing.T) {
 		t.Fatal("reading a vanished page did not fail")
 	}
 }
+
+// TestMappingScanOfTruncatedFile: Scan reads the mapped bytes in place,
+// and a page that vanished under the mapping (the file truncated behind
+// its back) is an error, not a SIGBUS; ReadAt says the same.
+func TestMappingScanOfTruncatedFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	data := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 16 pages
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := OpenMapping(f, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var got []byte
+	if err := m.Scan(0, len(data), func(b []byte) { got = append(got, b...) }); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("scan: %d bytes, %v; want the file's %d", len(got), err, len(data))
+	}
+	if err := f.Truncate(4096); err != nil {
+		t.Fatal(err)
+	}
+	sum := 0
+	err = m.Scan(0, len(data), func(b []byte) {
+		for _, c := range b {
+			sum += int(c)
+		}
+	})
+	if err == nil {
+		t.Fatalf("a scan past the truncated end succeeded (sum %d)", sum)
+	}
+	if _, err := m.ReadAt(make([]byte, len(data)), 0); err == nil {
+		t.Fatalf("a ReadAt past the truncated end succeeded")
+	}
+	// A panic of fn's own is fn's, not a fault.
+	defer func() {
+		if r := recover(); r != "mine" {
+			t.Fatalf("recovered %v, want fn's own panic", r)
+		}
+	}()
+	m.Scan(0, 10, func(b []byte) { panic("mine") })
+}
