@@ -231,6 +231,11 @@ type Stats struct {
 		WriteBacks int64 `json:"write_backs"`
 		Evictions  int64 `json:"evictions"`
 	} `json:"pool"`
+	Reads struct {
+		Array              int64 `json:"array"`
+		Document           int64 `json:"document"`
+		DocumentsPrefilled int64 `json:"documents_prefilled"`
+	} `json:"reads"`
 	Memory       memoryStats `json:"memory"`
 	UnsyncedDirs int         `json:"unsynced_dirs"`
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,23 +11,6 @@ import (
 	"testing"
 	"time"
 )
-
-// readStats are the READ counters of stats.json.
-type readStats struct {
-	Document           int64 `json:"document"`
-	DocumentsPrefilled int64 `json:"documents_prefilled"`
-}
-
-func (m *Mount) readStats() readStats {
-	m.t.Helper()
-	var s struct {
-		Reads readStats `json:"reads"`
-	}
-	if err := json.Unmarshal(mustRead(m.t, m.Path(".arrayfs/stats.json")), &s); err != nil {
-		m.t.Fatal(err)
-	}
-	return s.Reads
-}
 
 // pyBuiltinRead reads each file with Python's builtin open(), which asks
 // isatty (an IOCTL) before its first read, and prints each file's bytes
@@ -59,9 +41,9 @@ func TestStoreConnectionPrefill(t *testing.T) {
 			paths = append(paths, m.Path("docs/"+name))
 		}
 	}
-	before := m.readStats()
+	before := m.stats().Reads
 	out := strings.Fields(pyRun(t, pyBuiltinRead, paths...))
-	after := m.readStats()
+	after := m.stats().Reads
 	if len(out) != len(paths) || len(paths) != 300 {
 		t.Fatalf("read %d of %d documents", len(out), len(paths))
 	}

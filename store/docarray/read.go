@@ -185,13 +185,9 @@ type ListingVersion struct {
 func (s *Store) ListingVersion() ListingVersion {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	v := ListingVersion{store: StoreVersion{s.changes, s.reloads, s.gen}, creating: uint64(len(s.creating))}
+	v := ListingVersion{store: s.versionLocked(), creating: uint64(len(s.creating))}
 	for key, nd := range s.creating {
-		h := uint64(14695981039346656037)
-		for i := 0; i < len(key); i++ {
-			h = (h ^ uint64(key[i])) * 1099511628211
-		}
-		v.creating += (h ^ nd.ino) * 0x9E3779B97F4A7C15 // order-free: a sum
+		v.creating += foldMul(hashOfKeyString(0, key)^nd.ino, 0x9e3779b97f4a7c15) // order-free: a sum
 	}
 	return v
 }

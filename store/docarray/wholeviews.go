@@ -26,8 +26,10 @@ type StoreVersion struct{ changes, reloads, gen uint64 }
 func (s *Store) Version() StoreVersion {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return StoreVersion{s.changes, s.reloads, s.gen}
+	return s.versionLocked()
 }
+
+func (s *Store) versionLocked() StoreVersion { return StoreVersion{s.changes, s.reloads, s.gen} }
 
 // wholeViews are the whole-store views of one version of a store.
 type wholeViews struct {

@@ -143,7 +143,7 @@ func (m *Mapping) View(off int64, n int) View {
 func (m *Mapping) ReadAt(p []byte, off int64) (n int, err error) {
 	v := m.View(off, len(p))
 	defer v.Release()
-	if err := copyNoFault(p, v.Bytes); err != nil {
+	if err := noFault(func() { copy(p, v.Bytes) }); err != nil {
 		return 0, fmt.Errorf("%s: %w", m.path, err)
 	}
 	return len(v.Bytes), nil
@@ -153,20 +153,12 @@ func (m *Mapping) ReadAt(p []byte, off int64) (n int, err error) {
 // the file size: no copy, for a parse of a whole big file. fn must not
 // keep the slice. A page that vanished under the mapping is reported as
 // an error, as ReadAt does, instead of crashing the process.
-func (m *Mapping) Scan(off int64, n int, fn func(b []byte)) (err error) {
+func (m *Mapping) Scan(off int64, n int, fn func(b []byte)) error {
 	v := m.View(off, n)
 	defer v.Release()
-	old := debug.SetPanicOnFault(true)
-	defer func() {
-		debug.SetPanicOnFault(old)
-		if r := recover(); r != nil {
-			if _, fault := r.(interface{ Addr() uintptr }); !fault {
-				panic(r)
-			}
-			err = fmt.Errorf("%s: %w", m.path, errFault)
-		}
-	}()
-	fn(v.Bytes)
+	if err := noFault(func() { fn(v.Bytes) }); err != nil {
+		return fmt.Errorf("%s: %w", m.path, err)
+	}
 	return nil
 }
 
@@ -207,15 +199,19 @@ func roundUpPage(n int64) int64 { return (n + pageSize - 1) &^ (pageSize - 1) }
 // errFault is returned when a mapped page cannot be read.
 var errFault = fmt.Errorf("mapped page not readable (file truncated or I/O error)")
 
-// copyNoFault copies src into dst, turning a fault on a mapped page into an error.
-func copyNoFault(dst, src []byte) (err error) {
+// noFault runs fn, turning a fault on a mapped page into errFault; a
+// panic of fn's own stays a panic.
+func noFault(fn func()) (err error) {
 	old := debug.SetPanicOnFault(true)
 	defer func() {
 		debug.SetPanicOnFault(old)
-		if recover() != nil {
+		if r := recover(); r != nil {
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
 			err = errFault
 		}
 	}()
-	copy(dst, src)
+	fn()
 	return nil
 }

@@ -8,20 +8,7 @@ import (
 )
 
 func TestMappingViewsSurviveGrowth(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(p, []byte("hello"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := OpenMapping(f, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	f, m := mappedFile(t, []byte("hello"), true)
 	v := m.View(0, 100)
 	if string(v.Bytes) != "hello" {
 		t.Fatalf("view = %q, clipped to the file size want hello", v.Bytes)
@@ -50,15 +37,7 @@ func TestMappingViewsSurviveGrowth(t *testing.T) {
 }
 
 func TestMappingGrowthWithinHeadroomSeesAppends(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "f")
-	os.WriteFile(p, nil, 0o644)
-	f, _ := os.OpenFile(p, os.O_RDWR, 0)
-	defer f.Close()
-	m, err := OpenMapping(f, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	f, m := mappedFile(t, nil, true)
 	if v := m.View(0, 10); v.Bytes != nil {
 		t.Fatal("view of an empty file is not empty")
 	}
@@ -72,15 +51,7 @@ func TestMappingGrowthWithinHeadroomSeesAppends(t *testing.T) {
 }
 
 func TestMappingReadAtFaultIsAnError(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "f")
-	os.WriteFile(p, bytes.Repeat([]byte("y"), 3*4096), 0o644)
-	f, _ := os.OpenFile(p, os.O_RDWR, 0)
-	defer f.Close()
-	m, err := OpenMapping(f, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	f, m := mappedFile(t, bytes.Repeat([]byte("y"), 3*4096), false)
 	// Truncated behind the mapping's back: its pages are gone.
 	if err := f.Truncate(0); err != nil {
 		t.Fatal(err)
@@ -94,21 +65,8 @@ func TestMappingReadAtFaultIsAnError(t *testing.T) {
 // and a page that vanished under the mapping (the file truncated behind
 // its back) is an error, not a SIGBUS; ReadAt says the same.
 func TestMappingScanOfTruncatedFile(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "f")
 	data := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 16 pages
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := OpenMapping(f, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	f, m := mappedFile(t, data, false)
 	var got []byte
 	if err := m.Scan(0, len(data), func(b []byte) { got = append(got, b...) }); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("scan: %d bytes, %v; want the file's %d", len(got), err, len(data))
@@ -117,7 +75,7 @@ func TestMappingScanOfTruncatedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := 0
-	err = m.Scan(0, len(data), func(b []byte) {
+	err := m.Scan(0, len(data), func(b []byte) {
 		for _, c := range b {
 			sum += int(c)
 		}
@@ -135,4 +93,25 @@ func TestMappingScanOfTruncatedFile(t *testing.T) {
 		}
 	}()
 	m.Scan(0, 10, func(b []byte) { panic("mine") })
+}
+
+// mappedFile is a new file holding data, open for writing (the test's
+// side, which may change it behind the mapping's back), and its mapping.
+func mappedFile(t *testing.T, data []byte, headroom bool) (*os.File, *Mapping) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	m, err := OpenMapping(f, headroom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return f, m
 }
