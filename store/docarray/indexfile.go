@@ -6,9 +6,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"io"
-	"maps"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/arrayfs/arrayfs/store/engine"
@@ -51,86 +49,133 @@ func (s *Store) indexSig() (indexSig, error) {
 		bodySize: s.bodySize, k: int64(s.k)}, nil
 }
 
-// savedIndex is a copy of the index just parsed, for saveIndex to
-// encode in the background while the store serves (and changes).
-type savedIndex struct {
-	sig       indexSig
-	seed      uint64
-	slots     []slot
-	table     keyTable
-	collide   map[string]int32
-	dups      map[int32][]int32
-	hashed    map[string]string
-	live, bad int
-	badMsgs   []string
+// indexEncoder writes the saved index file as it is encoded, with its
+// checksum, a bounded chunk at a time.
+type indexEncoder struct {
+	w   io.Writer
+	b   []byte
+	sum uint32
+	err error
 }
 
-func (s *Store) snapshotIndex(sig indexSig) *savedIndex {
-	dups := make(map[int32][]int32, len(s.dups))
-	for j, d := range s.dups {
-		dups[j] = slices.Clone(d)
+func (e *indexEncoder) u64(v uint64) { e.b = binary.LittleEndian.AppendUint64(e.b, v) }
+func (e *indexEncoder) u32(v uint32) { e.b = binary.LittleEndian.AppendUint32(e.b, v) }
+func (e *indexEncoder) str(v string) { e.u64(uint64(len(v))); e.b = append(e.b, v...) }
+
+// flush writes what is encoded so far.
+func (e *indexEncoder) flush() {
+	if e.err == nil && len(e.b) > 0 {
+		e.sum = crc32.Update(e.sum, castagnoli, e.b)
+		_, e.err = e.w.Write(e.b)
 	}
-	t := *s.byHash
-	t.hs, t.slots = slices.Clone(t.hs), slices.Clone(t.slots)
-	return &savedIndex{sig: sig, seed: s.seed, slots: slices.Clone(s.slots), table: t,
-		collide: maps.Clone(s.collide), dups: dups, hashed: maps.Clone(s.hashed),
-		live: s.live, bad: s.indexBad, badMsgs: slices.Clone(s.indexBadMsgs)}
+	e.b = e.b[:0]
 }
 
-// encode is the saved index file.
-func (x *savedIndex) encode() []byte {
-	s, sig := x, x.sig
-	n := len(s.slots)
-	b := make([]byte, 0, 256+n*20+len(s.table.hs)*12+len(s.collide)*64+len(s.dups)*32+len(s.hashed)*256)
-	u64 := func(v uint64) { b = binary.LittleEndian.AppendUint64(b, v) }
-	i64 := func(v int64) { u64(uint64(v)) }
-	str := func(v string) { u64(uint64(len(v))); b = append(b, v...) }
-	b = append(b, indexMagic...)
-	for _, v := range []int64{int64(sig.dev), int64(sig.ino), sig.size, sig.mtime, sig.ctime, sig.bodySize, sig.k} {
-		i64(v)
-	}
-	u64(s.seed)
-	i64(int64(n))
-	i64(int64(s.live))
-	i64(int64(s.bad))
-	u64(uint64(len(s.badMsgs)))
-	for _, m := range s.badMsgs {
-		str(m)
-	}
-	for i := range s.slots {
-		i64(s.slots[i].start)
-		i64(s.slots[i].size)
-		b = binary.LittleEndian.AppendUint32(b, uint32(s.slots[i].flags))
-	}
-	t := &s.table
-	u64(uint64(len(t.hs)))
-	u64(uint64(t.n))
-	for _, h := range t.hs {
-		u64(h)
-	}
-	for _, i := range t.slots {
-		b = binary.LittleEndian.AppendUint32(b, uint32(i))
-	}
-	u64(uint64(len(s.collide)))
-	for k, i := range s.collide {
-		str(k)
-		i64(int64(i))
-	}
-	u64(uint64(len(s.dups)))
-	for j, ds := range s.dups {
-		i64(int64(j))
-		u64(uint64(len(ds)))
-		for _, d := range ds {
-			i64(int64(d))
+// indexChunk is how many records (or table cells) are encoded under one
+// hold of the store's shared lock: about a megabyte.
+var indexChunk = 1 << 16
+
+// writeIndex writes the saved index of s for sig to w. It is encoded from
+// the live index, a chunk at a time under the store's shared lock, not
+// from a copy of it: at ten million records a copy and the encoded file
+// took 800 MB beside the index's 440 MB, over the daemon's memory
+// budget, and the collector ran all through the parse. Every change of
+// the index changes the store's version, so a version other than ver
+// (the index as parsed) means the index would be saved half old and half
+// new: the save is abandoned.
+func (s *Store) writeIndex(w io.Writer, sig indexSig, ver StoreVersion) error {
+	e := &indexEncoder{w: w, b: make([]byte, 0, indexChunk*20+4096)}
+	// under runs fn under the shared lock if the index is still ver's.
+	under := func(fn func()) error {
+		s.mu.RLock()
+		same := s.versionLocked() == ver
+		if same {
+			fn()
 		}
+		s.mu.RUnlock()
+		if !same {
+			return errIndexChanged
+		}
+		e.flush()
+		return e.err
 	}
-	u64(uint64(len(s.hashed)))
-	for name, key := range s.hashed {
-		str(name)
-		str(key)
+	var n, cells int
+	err := under(func() {
+		e.b = append(e.b, indexMagic...)
+		for _, v := range []int64{int64(sig.dev), int64(sig.ino), sig.size, sig.mtime, sig.ctime, sig.bodySize, sig.k} {
+			e.u64(uint64(v))
+		}
+		n, cells = len(s.slots), len(s.byHash.hs)
+		e.u64(s.seed)
+		e.u64(uint64(n))
+		e.u64(uint64(s.live))
+		e.u64(uint64(s.indexBad))
+		e.u64(uint64(len(s.indexBadMsgs)))
+		for _, m := range s.indexBadMsgs {
+			e.str(m)
+		}
+	})
+	for i := 0; i < n && err == nil; i += indexChunk {
+		err = under(func() {
+			for _, sl := range s.slots[i:min(n, i+indexChunk)] {
+				e.u64(uint64(sl.start))
+				e.u64(uint64(sl.size))
+				// fExt says the store holds a docExtra for the slot,
+				// which a new process does not.
+				e.u32(uint32(sl.flags &^ fExt))
+			}
+		})
 	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	if err == nil {
+		err = under(func() { e.u64(uint64(cells)); e.u64(uint64(s.byHash.n)) })
+	}
+	for c := 0; c < cells && err == nil; c += indexChunk {
+		err = under(func() {
+			for _, h := range s.byHash.hs[c:min(cells, c+indexChunk)] {
+				e.u64(h)
+			}
+		})
+	}
+	for c := 0; c < cells && err == nil; c += indexChunk {
+		err = under(func() {
+			for _, i := range s.byHash.slots[c:min(cells, c+indexChunk)] {
+				e.u32(uint32(i))
+			}
+		})
+	}
+	if err == nil {
+		// What few keys collide, repeat or are too long to name a file
+		// (index.go): one chunk.
+		err = under(func() {
+			e.u64(uint64(len(s.collide)))
+			for k, i := range s.collide {
+				e.str(k)
+				e.u64(uint64(i))
+			}
+			e.u64(uint64(len(s.dups)))
+			for j, ds := range s.dups {
+				e.u64(uint64(j))
+				e.u64(uint64(len(ds)))
+				for _, d := range ds {
+					e.u64(uint64(d))
+				}
+			}
+			e.u64(uint64(len(s.hashed)))
+			for name, key := range s.hashed {
+				e.str(name)
+				e.str(key)
+			}
+		})
+	}
+	if err != nil {
+		return err
+	}
+	e.u32(e.sum)
+	e.flush()
+	return e.err
 }
+
+var errIndexChanged = errors.New("the index changed while it was saved")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -181,15 +226,44 @@ func (r *indexReader) count(min int) int {
 	return int(n)
 }
 
+// str copies: the bytes read are a mapping's.
 func (r *indexReader) str() string {
 	return string(r.take(r.count(1)))
 }
 
 // loadSavedIndex reads the saved index into s, if it is valid for the
-// store's files as they are; false means parse the records.
+// store's files as they are; false means parse the records. It is
+// decoded from a mapping of the file: at ten million records a copy of
+// it in the heap (400 MB) next to the index it decodes to took the
+// daemon over its memory budget.
 func (s *Store) loadSavedIndex(sig indexSig) bool {
-	data, err := readFileAt(s.dirFd(), IndexName)
-	if err != nil || len(data) < len(indexMagic)+4 || !bytes.HasPrefix(data, []byte(indexMagic)) {
+	// Never through a link, and only a regular file.
+	fd, err := unix.Openat(s.dirFd(), IndexName, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	f := os.NewFile(uintptr(fd), IndexName)
+	defer f.Close()
+	if checkRegular(fd) != nil {
+		return false
+	}
+	m, err := engine.OpenMapping(f, false)
+	if err != nil {
+		return false
+	}
+	defer m.Close()
+	ok := false
+	// A page that cannot be read (the file cut short under the mapping)
+	// is an error of Scan's, not a crash: the records are parsed.
+	err = m.Scan(0, int(m.Size()), func(data []byte) { ok = s.decodeSavedIndex(data, sig) })
+	return err == nil && ok
+}
+
+// decodeSavedIndex sets s's index from the saved index data if it is
+// valid for sig; it changes nothing otherwise. Nothing it keeps refers to
+// data.
+func (s *Store) decodeSavedIndex(data []byte, sig indexSig) bool {
+	if len(data) < len(indexMagic)+4 || !bytes.HasPrefix(data, []byte(indexMagic)) {
 		return false
 	}
 	body, sum := data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
@@ -267,11 +341,12 @@ func (s *Store) loadSavedIndex(sig indexSig) bool {
 	return true
 }
 
-// saveIndex writes the saved index of the index just parsed: staged
-// beside the store and renamed into place, in the background (a failure
-// only means that the next open parses the records again).
+// saveIndex writes the saved index of the index just parsed (see
+// writeIndex): staged beside the store and renamed into place, in the
+// background. A failure only means that the next open parses the
+// records again.
 func (s *Store) saveIndex(sig indexSig) {
-	x := s.snapshotIndex(sig)
+	ver := s.Version()
 	dfd, err := unix.Dup(s.dirFd())
 	if err != nil {
 		return
@@ -280,13 +355,12 @@ func (s *Store) saveIndex(sig indexSig) {
 	go func() {
 		defer s.ds.saves.Done()
 		defer unix.Close(dfd)
-		data := x.encode()
 		fd, name, err := engine.CreateStageFile(dfd, IndexName, 0o644)
 		if err != nil {
 			return
 		}
 		f := os.NewFile(uintptr(fd), name)
-		_, err = f.Write(data)
+		err = s.writeIndex(f, sig, ver)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
@@ -297,25 +371,6 @@ func (s *Store) saveIndex(sig indexSig) {
 			unix.Unlinkat(dfd, name, 0)
 		}
 	}()
-}
-
-// readFileAt reads file name of directory dirFd, not through a link.
-func readFileAt(dirFd int, name string) ([]byte, error) {
-	fd, err := unix.Openat(dirFd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size > 1<<40 {
-		return nil, errIndexStale
-	}
-	b := make([]byte, st.Size)
-	if _, err := io.ReadFull(f, b); err != nil {
-		return nil, err
-	}
-	return b, nil
 }
 
 // openIndex reads the saved index if it is valid, else parses the

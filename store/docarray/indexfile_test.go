@@ -71,8 +71,9 @@ func waitIndexFile(t *testing.T, dir string) {
 func TestSavedIndexServesTheSameStore(t *testing.T) {
 	// The files were just written: their ctime is now, whatever their
 	// mtime says. A timestamp's tick here is far shorter than the test.
-	defer func(w time.Duration) { indexRacyWindow = w }(indexRacyWindow)
-	indexRacyWindow = 0
+	defer func(w time.Duration, c int) { indexRacyWindow, indexChunk = w, c }(indexRacyWindow, indexChunk)
+	// Chunks of a few records: the index is written in many pieces.
+	indexRacyWindow, indexChunk = 0, 7
 	root := t.TempDir()
 	dir := indexedStore(t, root, 3000)
 
@@ -134,6 +135,53 @@ func TestSavedIndexServesTheSameStore(t *testing.T) {
 	if s = d.docs.Store("s"); s == nil || s.indexLoaded {
 		t.Fatal("a corrupt saved index was used")
 	}
+}
+
+// changingWriter changes the store at its second write: the store is
+// changed while its index is being saved.
+type changingWriter struct {
+	t      *testing.T
+	s      *Store
+	writes int
+}
+
+func (w *changingWriter) Write(p []byte) (int, error) {
+	if w.writes++; w.writes == 2 {
+		mustNil(w.t, w.s.Commit2(w.t, "new-doc", testDoc("new-doc", "x")))
+	}
+	return len(p), nil
+}
+
+// A save during which the store changes is abandoned: its file would
+// hold the index half before and half after the change.
+func TestSavedIndexAbandonedOnChange(t *testing.T) {
+	defer func(c int) { indexChunk = c }(indexChunk)
+	indexChunk = 100
+	root := t.TempDir()
+	indexedStore(t, root, 3000)
+	d := openTestDataset(t, root, testConfig{})
+	defer d.Close()
+	s := d.docs.Store("s")
+	if s == nil {
+		t.Fatal("store not served")
+	}
+	sig, err := s.indexSig()
+	mustNil(t, err)
+	var whole countingWriter
+	if err := s.writeIndex(&whole, sig, s.Version()); err != nil || whole < 3000*20 {
+		t.Fatalf("save of an unchanged store: %v after %d bytes", err, whole)
+	}
+	w := &changingWriter{t: t, s: s}
+	if err := s.writeIndex(w, sig, s.Version()); err != errIndexChanged || w.writes != 2 {
+		t.Fatalf("save of a store changed after the first of its chunks: %v after %d writes, want %v after 2", err, w.writes, errIndexChanged)
+	}
+}
+
+type countingWriter int
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	*w += countingWriter(len(p))
+	return len(p), nil
 }
 
 // TestIndexAcrossWorkers: a header long enough to be parsed by several
