@@ -374,22 +374,23 @@ func (s *Store) saveIndex(sig indexSig) {
 }
 
 // openIndex reads the saved index if it is valid, else parses the
-// records and saves the index they make. An index is saved only of a
-// header.bin last changed more than racyWindow ago: a change after it
-// then has a later timestamp, whatever the file system's clock tick.
-func (s *Store) openIndex() error {
+// records; toSave is then the signature the index they make is to be
+// saved with (saveIndex), nil if it is not to be. An index is saved only
+// of a header.bin last changed more than racyWindow ago: a change after
+// it then has a later timestamp, whatever the file system's clock tick.
+func (s *Store) openIndex() (toSave *indexSig, err error) {
 	sig, sigErr := s.indexSig()
 	if sigErr == nil && s.loadSavedIndex(sig) {
 		s.reportIndex()
-		return nil
+		return nil, nil
 	}
 	if err := s.loadIndex(); err != nil {
-		return err
+		return nil, err
 	}
 	if sigErr == nil && !s.readOnly && time.Now().UnixNano()-max(sig.mtime, sig.ctime) > int64(indexRacyWindow) {
-		s.saveIndex(sig)
+		return &sig, nil
 	}
-	return nil
+	return nil, nil
 }
 
 // indexRacyWindow: a header.bin changed this recently may change again

@@ -321,7 +321,7 @@ func openStore(d *Stores, rel string) (*Store, error) {
 	// built, not only after: a budget without it is below what the
 	// parse needs, and the collector would run all through it.
 	done := d.indexingStarted(hsize / int64(s.rs))
-	err = s.openIndex()
+	toSave, err := s.openIndex()
 	done()
 	if err != nil {
 		return nil, err
@@ -341,6 +341,12 @@ func openStore(d *Stores, rel string) (*Store, error) {
 			return nil, fmt.Errorf("%s: %w", MetaName, err)
 		}
 		s.sidecar = f
+	}
+	if toSave != nil {
+		// Only now: the save reads the index beside its users, under
+		// s.mu, and what is done above writes it without (the store is
+		// not yet anyone else's).
+		s.saveIndex(*toSave)
 	}
 	ok = true
 	return s, nil
