@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"syscall"
 
@@ -69,6 +70,14 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 			}
 		}
 		h := &arrayHandle{fsys: n.fsys, node: n, a: a}
+		if writing && n.fsys.opts.ArrayPassthrough {
+			if !n.modes.openWriter(ctx) {
+				a.Release()
+				return nil, 0, n.fsys.errno(&engine.Error{Path: n.rel(), Op: "open", Errno: syscall.ETXTBSY,
+					Reason: fmt.Sprintf("refused: open for reading in passthrough (mount option array_passthrough) for more than %v; close its readers first", writerWait)})
+			}
+			h.writer = true
+		}
 		if writing {
 			h.writers.wrote(ctx) // its opener is its writer (closer.go)
 			// DIRECT_IO: what this handle writes (a replacement's new
@@ -78,12 +87,13 @@ func (n *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 			return h, fuse.FOPEN_DIRECT_IO, 0
 		}
 		// On a read-only mount a reader is passed through to the data
-		// file (the kernel reads it itself: arrayPassthrough). Not on
-		// a read-write one: while an inode is open in passthrough, the
-		// kernel refuses any open of it that is not (fs/fuse/iomode.c),
-		// and a writer must not pass through (its writes are the
-		// pool's, held to the yaml's size).
-		if n.fsys.readOnly() && n.modes.openPlain() {
+		// file (the kernel reads it itself: arrayPassthrough). On a
+		// read-write one only with array_passthrough: while an inode is
+		// open in passthrough, the kernel refuses any open of it that
+		// is not (fs/fuse/iomode.c), and a writer must not pass through
+		// (its writes are the pool's, held to the yaml's size), so
+		// writers then wait for such readers (iomode.go).
+		if (n.fsys.readOnly() || n.fsys.opts.ArrayPassthrough) && n.modes.openPlain() {
 			return &arrayPassthrough{h}, 0, 0
 		}
 		// Otherwise the page cache: arrayfs is the only writer, so

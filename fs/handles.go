@@ -67,6 +67,7 @@ type arrayHandle struct {
 	node *fileNode
 
 	cached bool // counted among its node's cached handles (iomode.go)
+	writer bool // counted among its node's writers (array_passthrough)
 
 	mu      sync.Mutex
 	a       *daf.ArrayFile // after a commit, the new file's
@@ -229,6 +230,9 @@ func (h *arrayHandle) Release(ctx context.Context) syscall.Errno {
 	h.node.fresh.drop(h)
 	if h.cached {
 		h.node.modes.closed(false)
+	}
+	if h.writer {
+		h.node.modes.closedWriter()
 	}
 	h.mu.Lock()
 	if h.stage != nil {

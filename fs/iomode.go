@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 )
@@ -22,6 +23,57 @@ import (
 type ioModes struct {
 	mu                  sync.Mutex
 	cached, passthrough int
+	// writers are the array writers of a read-write mount with
+	// array_passthrough (DIRECT_IO): no reader passes through while one
+	// is open, and none opens while a reader is passed through.
+	writers int
+	// released is closed, and dropped, when a passthrough handle is
+	// released: what a writer waiting for readers waits for.
+	released chan struct{}
+}
+
+// writerWait is how long a writer of an array waits for the readers
+// passed through to close before its open is refused: a reader's
+// RELEASE reaches the daemon only after its close(2) has returned, so
+// an open that follows a close at once finds the reader still counted.
+var writerWait = time.Second
+
+// openWriter counts a writer of an array on a read-write mount with
+// array_passthrough. The kernel refuses (EIO) any open of an inode that
+// is open in passthrough unless it passes through too, and a writer
+// must not (its writes are the pool's, held to the yaml's size): so it
+// waits for the readers, up to writerWait or its cancellation, and false
+// means they are still open.
+func (m *ioModes) openWriter(ctx context.Context) bool {
+	timeout := time.NewTimer(writerWait)
+	defer timeout.Stop()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for m.passthrough > 0 {
+		if m.released == nil {
+			m.released = make(chan struct{})
+		}
+		released := m.released
+		m.mu.Unlock()
+		select {
+		case <-released:
+		case <-timeout.C:
+			m.mu.Lock()
+			return false
+		case <-ctx.Done():
+			m.mu.Lock()
+			return false
+		}
+		m.mu.Lock()
+	}
+	m.writers++
+	return true
+}
+
+func (m *ioModes) closedWriter() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.writers--
 }
 
 // passthroughWorks: the kernel passes a backing file through only for a
@@ -29,12 +81,13 @@ type ioModes struct {
 var passthroughWorks = os.Geteuid() == 0
 
 // openPlain takes the mode of a new handle that may pass through (a
-// plain file's, an array reader's on a read-only mount): passthrough
-// unless a cached handle is open.
+// plain file's, an array reader's on a read-only mount or with
+// array_passthrough): passthrough unless a cached handle or an array
+// writer is open.
 func (m *ioModes) openPlain() (passthrough bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.cached > 0 || !passthroughWorks {
+	if m.cached > 0 || m.writers > 0 || !passthroughWorks {
 		m.cached++
 		return false
 	}
@@ -59,6 +112,10 @@ func (m *ioModes) closed(passthrough bool) {
 	defer m.mu.Unlock()
 	if passthrough {
 		m.passthrough--
+		if m.released != nil {
+			close(m.released)
+			m.released = nil
+		}
 	} else {
 		m.cached--
 	}

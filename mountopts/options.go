@@ -49,6 +49,11 @@ type Options struct {
 	// mounted over it, that never asks the daemon to open or flush a
 	// document (fs/storeconn.go).
 	StoreConnections bool
+	// ArrayPassthrough ("array_passthrough") lets the readers of an
+	// array on a read-write mount pass through to its data file while
+	// no writer has it open; a writer waits for them (fs/iomode.go).
+	// Read-only mounts always pass through.
+	ArrayPassthrough bool
 }
 
 const (
@@ -121,6 +126,7 @@ var options = map[string]option{
 	"no_default_permissions": {flag: func(o *Options) { o.DefaultPermissions, o.NoDefaultPermissions = false, true }},
 	"debug":                  {flag: func(o *Options) { o.Debug = true }},
 	"store_connections":      {flag: func(o *Options) { o.StoreConnections = true }},
+	"array_passthrough":      {flag: func(o *Options) { o.ArrayPassthrough = true }},
 	"pool_size":              {set: setPoolSize, usage: "pool_size=N, e.g. 1000"},
 	"pool_bytes":             {set: setPoolBytes, usage: "pool_bytes=SIZE, e.g. 64M"},
 	"writeback":              {set: setWriteback, usage: "writeback=DURATION, e.g. 5s"},
@@ -260,6 +266,9 @@ func (o Options) String() string {
 	}
 	if o.StoreConnections {
 		b.WriteString(",store_connections")
+	}
+	if o.ArrayPassthrough {
+		b.WriteString(",array_passthrough")
 	}
 	return b.String()
 }

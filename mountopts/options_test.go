@@ -51,6 +51,7 @@ func TestParse(t *testing.T) {
 		{[]string{"default_permissions", "no_default_permissions"}, with(func(o *Options) { o.NoDefaultPermissions = true })},
 		{[]string{"debug"}, with(func(o *Options) { o.Debug = true })},
 		{[]string{"ro,store_connections"}, with(func(o *Options) { o.ReadOnly, o.StoreConnections = true, true })},
+		{[]string{"array_passthrough"}, with(func(o *Options) { o.ArrayPassthrough = true })},
 		{[]string{"pool_size=1"}, with(func(o *Options) { o.PoolSize = 1 })},
 		{[]string{"pool_size=50000"}, with(func(o *Options) { o.PoolSize = 50000 })},
 		{[]string{"pool_bytes=4096"}, with(func(o *Options) { o.PoolBytes = 4096 })},
@@ -69,7 +70,7 @@ func TestParse(t *testing.T) {
 
 		// Combinations, list syntax and accumulation.
 		{[]string{"ro,allow_other,default_permissions,pool_size=10,pool_bytes=1M,writeback=1s,key_length=8,views=visible,debug"},
-			Options{true, true, true, false, 10, 1 << 20, time.Second, 8, ViewsVisible, true, false}},
+			Options{true, true, true, false, 10, 1 << 20, time.Second, 8, ViewsVisible, true, false, false}},
 		{[]string{" ro , debug ,"}, with(func(o *Options) { o.ReadOnly, o.Debug = true, true })},
 		{[]string{"ro,,debug,"}, with(func(o *Options) { o.ReadOnly, o.Debug = true, true })},
 		{[]string{"pool_size=5,pool_size=7"}, with(func(o *Options) { o.PoolSize = 7 })},
@@ -234,8 +235,8 @@ func TestString(t *testing.T) {
 		want string
 	}{
 		{Default(), "rw,pool_size=1000,pool_bytes=64M,writeback=5s,views=hidden"},
-		{Options{true, true, true, false, 1, 4096, 0, 16, ViewsVisible, true, true},
-			"ro,allow_other,default_permissions,pool_size=1,pool_bytes=4K,writeback=0s,key_length=16,views=visible,debug,store_connections"},
+		{Options{true, true, true, false, 1, 4096, 0, 16, ViewsVisible, true, true, true},
+			"ro,allow_other,default_permissions,pool_size=1,pool_bytes=4K,writeback=0s,key_length=16,views=visible,debug,store_connections,array_passthrough"},
 		{with(func(o *Options) { o.PoolBytes = 4097 }), "rw,pool_size=1000,pool_bytes=4097,writeback=5s,views=hidden"},
 		{with(func(o *Options) { o.Writeback = 90 * time.Second }), "rw,pool_size=1000,pool_bytes=64M,writeback=1m30s,views=hidden"},
 	}
@@ -249,7 +250,7 @@ func TestString(t *testing.T) {
 func TestStringRoundTrip(t *testing.T) {
 	for _, o := range []Options{
 		Default(),
-		{true, true, true, false, 1, 4096, 0, 1, ViewsVisible, true, true},
+		{true, true, true, false, 1, 4096, 0, 1, ViewsVisible, true, true, true},
 		with(func(o *Options) { o.PoolBytes = 4097 }),
 		with(func(o *Options) { o.PoolBytes = 1<<20 + 1024 }),
 		with(func(o *Options) { o.PoolBytes = 3 << 40 }),
