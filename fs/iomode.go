@@ -45,11 +45,14 @@ var writerWait = time.Second
 // waits for the readers, up to writerWait or its cancellation, and false
 // means they are still open.
 func (m *ioModes) openWriter(ctx context.Context) bool {
-	timeout := time.NewTimer(writerWait)
-	defer timeout.Stop()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var timeout *time.Timer // only when it waits
 	for m.passthrough > 0 {
+		if timeout == nil {
+			timeout = time.NewTimer(writerWait)
+			defer timeout.Stop()
+		}
 		if m.released == nil {
 			m.released = make(chan struct{})
 		}

@@ -317,6 +317,27 @@ try:
     if wanted("arrays"):
         section("arrays (%d MiB)" % ARRAY_MIB)
         direct_read = lambda bs: lambda: mbps(os.path.join(ds, array), bs)
+        on = lambda m: os.path.join(m.dir, array)
+
+        def first_read_row(m, bs, label, kind):
+            def first_read():
+                m.remount()
+                return mbps(on(m), bs)
+            row(".array first read after mount, dd bs=%s (%s)" % (label, kind), "MB/s",
+                alternate({"arrayfs": first_read, "direct": direct_read(bs)}), 0.8)
+
+        def reread_row(bs, label, kind, also={}):
+            row(".array re-read, dd bs=%s (%s)" % (label, kind), "MB/s",
+                alternate({"arrayfs": lambda: mbps(on(rw), bs), "direct": direct_read(bs), **also}), 0.8)
+
+        def memmap_row(m, kind):
+            row("numpy memmap sum of the .array (%s)" % kind, "MB/s",
+                alternate({"arrayfs": lambda: memmap_sum(on(m)), "direct": lambda: memmap_sum(os.path.join(ds, array))}), 0.8)
+
+        def iops_row(kind):
+            row("random 4 KiB preads, 2 threads (%s)" % kind, "IOPS",
+                alternate({"arrayfs": lambda: random_iops(on(rw)), "direct": lambda: random_iops(os.path.join(ds, array))}), 0.5)
+
         # The same size of file in idealfs's memory, kept in the page
         # cache (FOPEN_KEEP_CACHE): what any go-fuse file system's cached
         # re-read reaches, the kernel's FUSE page cache.
@@ -324,15 +345,9 @@ try:
         big_file = os.path.join(ideal_big.dir, "doc-000000")
         read_seq(big_file, 1 << 20)
         for bs, label in ((1 << 20, "1M"), (128 << 10, "128K")):
-            for m, kind in ((rw, "rw mount"), (ro, "ro mount, passthrough")):
-                def first_read(m=m, bs=bs):
-                    m.remount()
-                    return mbps(os.path.join(m.dir, array), bs)
-                row(".array first read after mount, dd bs=%s (%s)" % (label, kind), "MB/s",
-                    alternate({"arrayfs": first_read, "direct": direct_read(bs)}), 0.8)
-            row(".array re-read, dd bs=%s (rw)" % label, "MB/s",
-                alternate({"arrayfs": lambda: mbps(os.path.join(rw.dir, array), bs), "direct": direct_read(bs),
-                           "idealfs re-read": lambda: mbps(big_file, bs)}), 0.8)
+            first_read_row(rw, bs, label, "rw mount")
+            first_read_row(ro, bs, label, "ro mount, passthrough")
+            reread_row(bs, label, "rw", {"idealfs re-read": lambda: mbps(big_file, bs)})
             npy = os.path.join(rw.dir, ".arrayfs/views/cell,gene#X/data.npy")
             row("data.npy read, dd bs=%s (every read is a first read)" % label, "MB/s",
                 alternate({"arrayfs": lambda: mbps(npy, bs), "direct": direct_read(bs)}), 0.5)
@@ -342,29 +357,20 @@ try:
         row("embeddings.npy of the %d-document store, read (direct: the same array as a .npy)" % NDOCS, "MB/s",
             alternate({"arrayfs": lambda: esize / 1e6 / timed(lambda: read_seq(emb, 1 << 20)),
                        "direct": lambda: esize / 1e6 / timed(lambda: read_seq(edirect, 1 << 20))}))
-        for m, kind in ((rw, "rw"), (ro, "ro")):
-            row("numpy memmap sum of the .array (%s)" % kind, "MB/s",
-                alternate({"arrayfs": lambda: memmap_sum(os.path.join(m.dir, array)), "direct": lambda: memmap_sum(os.path.join(ds, array))}), 0.8)
-        row("random 4 KiB preads, 2 threads (rw)", "IOPS",
-            alternate({"arrayfs": lambda: random_iops(os.path.join(rw.dir, array)), "direct": lambda: random_iops(os.path.join(ds, array))}), 0.5)
+        memmap_row(rw, "rw")
+        memmap_row(ro, "ro")
+        iops_row("rw")
         row("dd write + fsync into the .array", "MB/s",
-            alternate({"arrayfs": lambda: dd_write(os.path.join(rw.dir, array)), "direct": lambda: dd_write(os.path.join(ds, array))}), 0.5)
+            alternate({"arrayfs": lambda: dd_write(on(rw)), "direct": lambda: dd_write(os.path.join(ds, array))}), 0.5)
         # The read-write mount again, its readers passed through while no
         # writer has the array open (array_passthrough).
         rw.opts.append("array_passthrough")
         rw.remount()
         for bs, label in ((1 << 20, "1M"), (128 << 10, "128K")):
-            def first_read(bs=bs):
-                rw.remount()
-                return mbps(os.path.join(rw.dir, array), bs)
-            row(".array first read after mount, dd bs=%s (rw mount, array_passthrough)" % label, "MB/s",
-                alternate({"arrayfs": first_read, "direct": direct_read(bs)}), 0.8)
-            row(".array re-read, dd bs=%s (rw, array_passthrough)" % label, "MB/s",
-                alternate({"arrayfs": lambda: mbps(os.path.join(rw.dir, array), bs), "direct": direct_read(bs)}), 0.8)
-        row("numpy memmap sum of the .array (rw, array_passthrough)", "MB/s",
-            alternate({"arrayfs": lambda: memmap_sum(os.path.join(rw.dir, array)), "direct": lambda: memmap_sum(os.path.join(ds, array))}), 0.8)
-        row("random 4 KiB preads, 2 threads (rw, array_passthrough)", "IOPS",
-            alternate({"arrayfs": lambda: random_iops(os.path.join(rw.dir, array)), "direct": lambda: random_iops(os.path.join(ds, array))}), 0.5)
+            first_read_row(rw, bs, label, "rw mount, array_passthrough")
+            reread_row(bs, label, "rw, array_passthrough")
+        memmap_row(rw, "rw, array_passthrough")
+        iops_row("rw, array_passthrough")
         rw.opts.remove("array_passthrough")
         rw.remount()
         ideal_big.down()

@@ -55,7 +55,8 @@ func writeBigStore(tb testing.TB, dir string, n int) {
 // read and indexed once, sidecar written on first sight) and reads the
 // first and the last document. Run with -benchtime=3x; the store is
 // made once (and its sidecar and saved index removed before each open,
-// so that each open is a first sight). Reported: ns/op, and the heap the index holds.
+// so that each open is a first sight). Reported: ns/op, and the heap the
+// index holds.
 func BenchmarkDocStoreOpen1M(b *testing.B) {
 	const n = 1_000_000
 	root := b.TempDir()
