@@ -218,6 +218,8 @@ func (n *docNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 		keep = fuse.FOPEN_DIRECT_IO
 	case n.hasCached && n.cached == e.Version:
 		keep = fuse.FOPEN_KEEP_CACHE
+	case !n.hasCached && n.prefillAtOpen(s, name, r, e):
+		keep = fuse.FOPEN_KEEP_CACHE
 	}
 	n.cached, n.reloads, n.hasCached = e.Version, e.Reloads, true
 	n.mu.Unlock()

@@ -9,7 +9,9 @@ import (
 	"github.com/arrayfs/arrayfs/store/docarray"
 )
 
-// A document's first read on a store connection, one round trip early.
+// A document's first read, one round trip early: on a store connection
+// at the IOCTL its open sends, elsewhere at its first OPEN
+// (prefillAtOpen).
 //
 // A store connection never sees an OPEN (storeconn.go), so the first
 // request the kernel sends after most programs open a document is an
@@ -33,6 +35,39 @@ import (
 // the store, and a changed one is invalidated here.
 
 const prefillMax = 128 << 10
+
+// prefillAtOpen is the same on a read-write mount, at the first OPEN of
+// the node, which a reader always sends there: the document goes into
+// the page cache before the OPEN is answered (with FOPEN_KEEP_CACHE, or
+// the open would drop it), so its first read sends no READ, and the
+// kernel, which marks a file's atime stale after every READ on a
+// writable mount, sends no GETATTR at the next stat (Python's open()
+// makes one) either. It reports whether the kernel holds version e now.
+//
+// n.mu is held throughout, so no other open of the node (a writer's
+// included) is answered in between: no later open can be answered
+// before the bytes land, and so read them though a newer version was
+// committed meanwhile. The store cannot wait on a page lock of the
+// node's: no open of it was answered before, so no READ or mapping of
+// it is under way.
+func (n *docNode) prefillAtOpen(s *docarray.Store, name string, r *docarray.Reader, e docarray.Entry) bool {
+	if n.fsys.base != "" || e.Size == 0 || e.Size > prefillMax {
+		return false
+	}
+	v := r.View(0, int(e.Size))
+	errno := n.WriteCache(0, v.Bytes)
+	v.Release()
+	if errno != 0 {
+		return false
+	}
+	if now, err := s.Lookup(name); err != nil || now.Version != e.Version {
+		// Changed behind our back meanwhile: the OPEN, answered
+		// without FOPEN_KEEP_CACHE, drops what was sent.
+		return false
+	}
+	n.fsys.reads.prefilled.Add(1)
+	return true
+}
 
 // prefillMark is a store and its version.
 type prefillMark struct {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,5 +107,73 @@ for k in range(12):
 			t.Fatalf("read %d after the last rewrite: an older version came back", i)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestDocumentPrefilledAtOpen: on a read-write mount a document's bytes
+// are put into the page cache at its first OPEN, so its first read by
+// Python's open() sends no READ and the next pass no GETATTR (the kernel
+// marks atime stale after each READ on a writable mount); and what is
+// written through the mount is what the next open() reads.
+func TestDocumentPrefilledAtOpen(t *testing.T) {
+	ds, _ := storeConnDataset(t)
+	m := mount(t, ds, "debug")
+	plain := mount(t, ds, "ro")
+	want := docBytes(t, plain.Path("docs"))
+	var paths []string
+	for _, name := range readDir(t, m.Path("docs")) {
+		if name != ".docarray" {
+			paths = append(paths, m.Path("docs/"+name))
+		}
+	}
+	if len(paths) != 300 {
+		t.Fatalf("%d documents listed, want 300", len(paths))
+	}
+	check := func(pass string) {
+		t.Helper()
+		out := strings.Fields(pyRun(t, pyBuiltinRead, paths...))
+		if len(out) != len(paths) {
+			t.Fatalf("%s: read %d of %d documents", pass, len(out), len(paths))
+		}
+		for i, p := range paths {
+			if out[i] != hex.EncodeToString(want[filepath.Base(p)]) {
+				t.Fatalf("%s: %s differs from a plain mount's", pass, p)
+			}
+		}
+	}
+	before := m.stats().Reads
+	check("first pass")
+	after := m.stats().Reads
+	if got := after.DocumentsPrefilled - before.DocumentsPrefilled; got != 300 {
+		t.Errorf("%d documents put into the page cache at their first OPEN, want 300", got)
+	}
+	if got := after.Document - before.Document; got != 0 {
+		t.Errorf("%d READs of documents on their first pass, want none", got)
+	}
+	sent := requests(t, m, "GETATTR", "READ")
+	check("second pass")
+	if got := requests(t, m, "GETATTR", "READ") - sent; got != 0 {
+		t.Errorf("the second pass sent %d GETATTR and READ requests, want none", got)
+	}
+
+	// What is written through the mount is what open() reads next, for
+	// documents read before (their pages dropped at the commit) and new
+	// ones (put into the cache at their first reader's OPEN).
+	for k := 0; k < 20; k++ {
+		for _, name := range []string{fmt.Sprintf("d%02d", k), fmt.Sprintf("new-%02d", k)} {
+			doc := pbDoc(name, fmt.Sprintf("written through the mount, %s, round %d", name, k))
+			if err := os.WriteFile(m.Path("docs/"+name), doc, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 2; i++ {
+				out := strings.TrimSpace(pyRun(t, pyBuiltinRead, m.Path("docs/"+name)))
+				if out != hex.EncodeToString(doc) {
+					t.Fatalf("%s read by open() (%d) after it was written: %s, want %x", name, i, out, doc)
+				}
+			}
+			if b := mustRead(t, m.Path("docs/"+name)); !bytes.Equal(b, doc) {
+				t.Fatalf("%s read by Go after it was written differs", name)
+			}
+		}
 	}
 }
