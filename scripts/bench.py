@@ -440,12 +440,12 @@ try:
             row("documents, os.open loop, %s mount" % kind, "docs/s",
                 alternate(dict({"arrayfs": lambda: open_loop(d, names, "os")}, **refs, **{"plain files": lambda: open_loop(plain, names, "os")})),
                 0.5 if kind == "ro" else None)
-        # One process: the ro mount's steady state, measured above.
+        # One process: the ro mount's steady state, measured above; and
+        # idealfs -noopen's 4 processes against its own one, what the two
+        # CPUs allow any FUSE file system.
         d = os.path.join(ro.dir, "docs")
-        one = [r for r in results if r["case"] == "documents, builtin open() loop, ro mount, steady"][0]["values"]["arrayfs"]
-        # idealfs -noopen's 4 processes: what the two CPUs allow any FUSE
-        # file system, against its own one process measured above.
-        ione = [r for r in results if r["case"] == "documents, builtin open() loop, ro mount, steady"][0]["values"]["idealfs-noopen"]
+        steady = [r for r in results if r["case"] == "documents, builtin open() loop, ro mount, steady"][0]["values"]
+        one, ione = steady["arrayfs"], steady["idealfs-noopen"]
         row("documents, 4 reader processes against one (ro)", "docs/s",
             {"arrayfs": statistics.median(parallel_loop(d, names) for _ in range(RUNS)), "one process": one,
              "idealfs-noopen 4 processes (one run)": parallel_loop(ideal_no.dir, inames), "its one process": ione}, 1.5)
