@@ -51,22 +51,30 @@ const prefillMax = 128 << 10
 // node's: no open of it was answered before, so no READ or mapping of
 // it is under way.
 func (n *docNode) prefillAtOpen(s *docarray.Store, name string, r *docarray.Reader, e docarray.Entry) bool {
-	if n.fsys.base != "" || e.Size == 0 || e.Size > prefillMax {
-		return false
+	// A version changed behind our back meanwhile is dropped by this
+	// OPEN itself, answered without FOPEN_KEEP_CACHE.
+	_, current := n.sendVersion(s, name, r, e)
+	return current
+}
+
+// sendVersion puts version e, read through r, into the kernel's page
+// cache (if it is small enough) and reports whether the kernel took it,
+// and whether it took it and the store still has that version after.
+func (n *docNode) sendVersion(s *docarray.Store, name string, r *docarray.Reader, e docarray.Entry) (sent, current bool) {
+	if e.Size == 0 || e.Size > prefillMax {
+		return false, false
 	}
 	v := r.View(0, int(e.Size))
 	errno := n.WriteCache(0, v.Bytes)
 	v.Release()
 	if errno != 0 {
-		return false
+		return false, false // the kernel keeps nothing (ENOENT: it forgot the inode)
 	}
 	if now, err := s.Lookup(name); err != nil || now.Version != e.Version {
-		// Changed behind our back meanwhile: the OPEN, answered
-		// without FOPEN_KEEP_CACHE, drops what was sent.
-		return false
+		return true, false
 	}
 	n.fsys.reads.prefilled.Add(1)
-	return true
+	return true, true
 }
 
 // prefillMark is a store and its version.
@@ -104,24 +112,18 @@ func (n *docNode) prefill() {
 	}
 	defer r.Release()
 	n.mu.Lock()
-	sent := n.hasCached && n.cached == e.Version
+	already := n.hasCached && n.cached == e.Version
 	n.prefilled = mark
 	n.mu.Unlock()
-	if sent || e.Size == 0 || e.Size > prefillMax {
+	if already {
 		return
 	}
-	v := r.View(0, int(e.Size))
-	errno = n.WriteCache(0, v.Bytes)
-	v.Release()
-	if errno != 0 {
-		return // the kernel keeps nothing (ENOENT: it forgot the inode)
-	}
-	if now, err := s.Lookup(name); err != nil || now.Version != e.Version {
+	switch sent, current := n.sendVersion(s, name, r, e); {
+	case sent && !current:
 		n.NotifyContent(0, 0)
-		return
+	case current:
+		n.mu.Lock()
+		n.cached, n.hasCached = e.Version, true
+		n.mu.Unlock()
 	}
-	n.mu.Lock()
-	n.cached, n.hasCached = e.Version, true
-	n.mu.Unlock()
-	n.fsys.reads.prefilled.Add(1)
 }

@@ -58,8 +58,6 @@ func (f *file) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	return nil, f.openFlags, 0
 }
 
-func (f *file) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { return 0 }
-
 func (f *file) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	end := min(off+int64(len(dest)), int64(len(f.data)))
 	if off >= end {
