@@ -248,6 +248,10 @@ func readyNotifier() func(error) {
 
 func openLog(m *mountArgs) (*log.Logger, error) {
 	flags := log.LstdFlags | log.Lmsgprefix
+	if m.opts.Debug {
+		// A request's time is what its rx and tx lines tell apart.
+		flags |= log.Lmicroseconds
+	}
 	if m.logFile != "" {
 		f, err := os.OpenFile(m.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 		if err != nil {
