@@ -12,27 +12,37 @@ import (
 
 // loadIndex parses header.bin into the slots and the key map.
 //
-// A million records take a fraction of a second: the records are parsed,
-// their keys hashed and their live records sorted by hash (a radix sort,
-// stable, so in record order within a hash) by one worker per CPU, each
-// over its own range; then the sorted ranges are merged, stably, and
-// taken in order. Equal keys can only be neighbours there, so duplicates
-// and hash collisions are found without a lookup per record, and the key
-// map is filled front to back (keytable.go).
+// A million records take a tenth of a second, ten million a second, on
+// two CPUs; nothing of it is done by one CPU alone (the key map's
+// duplicates and collisions aside), and no pass makes a cache miss per
+// record:
+//
+//  1. Scan: one worker per CPU over its own range of records parses
+//     them into their slots and hashes their keys. It hands each live
+//     record to the region of the key map its hash falls in (keytable.go:
+//     a hash's home cell is given by its top bits, so a range of hashes
+//     is a range of cells), keeping record order.
+//  2. Fill: one worker per region sorts its records by hash (a radix
+//     sort, stable: record order within a hash), taking the scan
+//     workers' lists in their order, and fills its cells front to back.
+//     A hash of several records (a key's duplicates, or two keys
+//     colliding) is found as neighbours there, and is left for the end,
+//     as is a record whose probe would run past the region's last cell.
+//  3. What was left is taken one by one.
 func (s *Store) loadIndex() error {
 	n := int(s.sigs[0].Size / int64(s.rs))
 	s.initIndex(n)
 	s.indexLoaded = false
-	parts, err := s.scanIndexParts(n)
+	workers := min(runtime.GOMAXPROCS(0), max(1, n/65536))
+	regionBits := fillRegionBits(workers)
+	parts, err := s.scanIndexParts(n, workers, regionBits)
 	if err != nil {
 		return err
 	}
 	var bad []string
 	nbad := 0
 	long := map[int32]string{}
-	sorted := make([][]hashedRecord, len(parts))
-	for w, p := range parts {
-		sorted[w] = p.live
+	for _, p := range parts {
 		nbad += p.nbad
 		bad = append(bad, p.bad...)
 		for i, k := range p.long {
@@ -43,22 +53,13 @@ func (s *Store) loadIndex() error {
 		bad = bad[:3]
 	}
 	s.indexBad, s.indexBadMsgs = nbad, bad
-	live := mergeByHash(sorted)
-	s.byHash = newKeyTable(len(live))
-	for g := 0; g < len(live); {
-		e := g + 1
-		for e < len(live) && live[e].h == live[g].h {
-			e++
-		}
-		if e == g+1 {
-			// A hash of one record: a key of its own (its slot's
-			// flags were set by its worker).
-			s.byHash.put(live[g].h, live[g].i)
-			s.live++
-		} else {
-			s.indexGroup(live[g:e])
-		}
-		g = e
+	left := s.fillRegions(parts, regionBits)
+	for _, r := range left.singles {
+		s.byHash.put(r.h, r.i)
+		s.live++
+	}
+	for _, g := range left.groups {
+		s.indexGroup(g)
 	}
 	for i, key := range long {
 		if s.slots[i].flags&fShadow == 0 {
@@ -136,27 +137,34 @@ type hashedRecord struct {
 	i int32
 }
 
-// indexPart is what one worker of loadIndex found in its records.
+// indexPart is what one scan worker of loadIndex found in its records.
 type indexPart struct {
-	live []hashedRecord
-	nbad int
-	bad  []string
-	long map[int32]string // keys long enough to be hashed names
+	// byRegion holds its live records by the key map's region their
+	// hash falls in, each in record order.
+	byRegion [][]hashedRecord
+	nbad     int
+	bad      []string
+	long     map[int32]string // keys long enough to be hashed names
 }
 
-// scanIndexParts parses records [0, n) into s.slots, one range per CPU.
-func (s *Store) scanIndexParts(n int) ([]indexPart, error) {
-	workers := min(runtime.GOMAXPROCS(0), max(1, n/65536))
+// scanIndexParts parses records [0, n) into s.slots, one range per
+// worker, and hands their live records to the 1<<regionBits regions of
+// the key map.
+func (s *Store) scanIndexParts(n, workers int, regionBits uint) ([]indexPart, error) {
 	parts := make([]indexPart, workers)
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
 		from, to := n*w/workers, n*(w+1)/workers
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			p := &parts[w]
-			p.live = make([]hashedRecord, 0, to-from)
+			regions := 1 << regionBits
+			p.byRegion = make([][]hashedRecord, regions)
+			for r := range p.byRegion {
+				// Hashes are uniform: a region gets its share, and
+				// a little more room spares most a regrowth.
+				p.byRegion[r] = make([]hashedRecord, 0, (to-from)/regions+(to-from)/64+16)
+			}
 			p.long = map[int32]string{}
 			var kbuf []byte
 			errs[w] = s.scanRecords(from, to, func(i int, rec []byte) {
@@ -183,13 +191,14 @@ func (s *Store) scanIndexParts(n int) ([]indexPart, error) {
 				// A live record's document, unless indexGroup finds
 				// it a duplicate.
 				s.slots[i] = slot{start: l.start, size: l.size, flags: fLive | fWritten | fRecLive | fKeyDisk}
-				p.live = append(p.live, hashedRecord{hashOfKey(s.seed, kbuf), int32(i)})
+				h := hashOfKey(s.seed, kbuf)
+				r := regionOf(h, regionBits)
+				p.byRegion[r] = append(p.byRegion[r], hashedRecord{h, int32(i)})
 				if len(kbuf) > 85 {
 					p.long[int32(i)] = string(kbuf)
 				}
 			})
-			sortByHash(p.live)
-		}()
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {
@@ -200,34 +209,120 @@ func (s *Store) scanIndexParts(n int) ([]indexPart, error) {
 	return parts, nil
 }
 
-// sortByHash sorts records by hash, stably: records of one hash stay in
-// record order. An LSD radix sort of the top 32 bits (two passes of 16),
-// then an insertion sort of each run of one top half (a million random
-// hashes have about a hundred such runs of two).
-func sortByHash(a []hashedRecord) {
-	if len(a) < 2 {
-		return
-	}
-	tmp := make([]hashedRecord, len(a))
-	var count [1 << 16]int
-	for shift := uint(32); shift < 64; shift += 16 {
-		clear(count[:])
-		for _, r := range a {
-			count[(r.h>>shift)&0xffff]++
+// leftOver is what the region workers leave to be indexed one by one.
+type leftOver struct {
+	singles []hashedRecord   // records of a hash of their own
+	groups  [][]hashedRecord // records sharing a hash, in record order
+}
+
+// fillRegions makes s.byHash and fills it with the live records of
+// parts, one worker per region; it counts the records of a hash of their
+// own into s.live, except those it leaves over.
+func (s *Store) fillRegions(parts []indexPart, regionBits uint) leftOver {
+	live := 0
+	for _, p := range parts {
+		for _, run := range p.byRegion {
+			live += len(run)
 		}
+	}
+	s.byHash = newKeyTable(live)
+	regions := 1 << regionBits
+	left := make([]leftOver, regions)
+	fills := make([]*regionFill, regions)
+	lives := make([]int, regions)
+	var wg sync.WaitGroup
+	for r := range regions {
+		wg.Go(func() {
+			runs := make([][]hashedRecord, len(parts))
+			for w := range parts {
+				runs[w] = parts[w].byRegion[r]
+			}
+			sorted := sortByHash(runs...)
+			for w := range parts {
+				parts[w].byRegion[r] = nil // sorted holds them now
+			}
+			fill := s.byHash.region(r, regionBits)
+			fills[r] = fill
+			lo := &left[r]
+			for g := 0; g < len(sorted); {
+				e := g + 1
+				for e < len(sorted) && sorted[e].h == sorted[g].h {
+					e++
+				}
+				switch {
+				case e > g+1:
+					lo.groups = append(lo.groups, sorted[g:e:e])
+				case fill.add(sorted[g].h, sorted[g].i):
+					// A hash of one record: a key of its own (its
+					// slot's flags were set by its worker).
+					lives[r]++
+				default:
+					lo.singles = append(lo.singles, sorted[g])
+				}
+				g = e
+			}
+		})
+	}
+	wg.Wait()
+	var all leftOver
+	for r := range regions {
+		s.byHash.n += fills[r].n
+		s.live += lives[r]
+		all.singles = append(all.singles, left[r].singles...)
+		all.groups = append(all.groups, left[r].groups...)
+	}
+	return all
+}
+
+// sortByHash returns the records of runs, taken in that order, sorted by
+// hash, stably: records of one hash stay in the order they were given.
+// An LSD radix sort of the top 32 bits (two passes of 16, the first
+// reading the runs), then an insertion sort of each run of one top half
+// (a million random hashes have about a hundred such runs of two).
+func sortByHash(runs ...[]hashedRecord) []hashedRecord {
+	n := 0
+	for _, run := range runs {
+		n += len(run)
+	}
+	if n == 0 {
+		return nil
+	}
+	a, tmp := make([]hashedRecord, n), make([]hashedRecord, n)
+	var count [1 << 16]int
+	digit := func(h uint64, shift uint) int { return int(h>>shift) & 0xffff }
+	prefix := func() {
 		sum := 0
 		for d, c := range count {
 			count[d] = sum
 			sum += c
 		}
-		for _, r := range a {
-			d := (r.h >> shift) & 0xffff
-			tmp[count[d]] = r
+	}
+	// Pass 1, bits 32-47: the runs into a.
+	for _, run := range runs {
+		for _, r := range run {
+			count[digit(r.h, 32)]++
+		}
+	}
+	prefix()
+	for _, run := range runs {
+		for _, r := range run {
+			d := digit(r.h, 32)
+			a[count[d]] = r
 			count[d]++
 		}
-		a, tmp = tmp, a
 	}
-	// Two passes: the sorted records are back in the caller's slice.
+	// Pass 2, bits 48-63: a into tmp.
+	clear(count[:])
+	for _, r := range a {
+		count[digit(r.h, 48)]++
+	}
+	prefix()
+	for _, r := range a {
+		d := digit(r.h, 48)
+		tmp[count[d]] = r
+		count[d]++
+	}
+	a = tmp
 	for g := 0; g < len(a); {
 		e := g + 1
 		for e < len(a) && a[e].h>>32 == a[g].h>>32 {
@@ -240,43 +335,7 @@ func sortByHash(a []hashedRecord) {
 		}
 		g = e
 	}
-}
-
-// mergeByHash merges runs sorted by hash into one, stably: on equal
-// hashes an earlier run's records come first (the runs are consecutive
-// ranges of records, so that is record order). Runs are merged in pairs.
-func mergeByHash(runs [][]hashedRecord) []hashedRecord {
-	if len(runs) == 0 {
-		return nil
-	}
-	for len(runs) > 1 {
-		next := make([][]hashedRecord, 0, (len(runs)+1)/2)
-		for r := 0; r+1 < len(runs); r += 2 {
-			next = append(next, mergeTwo(runs[r], runs[r+1]))
-		}
-		if len(runs)%2 == 1 {
-			next = append(next, runs[len(runs)-1])
-		}
-		runs = next
-	}
-	return runs[0]
-}
-
-// mergeTwo merges two sorted runs, a's records first on equal hashes.
-func mergeTwo(a, b []hashedRecord) []hashedRecord {
-	out := make([]hashedRecord, 0, len(a)+len(b))
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		if b[j].h < a[i].h {
-			out = append(out, b[j])
-			j++
-		} else {
-			out = append(out, a[i])
-			i++
-		}
-	}
-	out = append(out, a[i:]...)
-	return append(out, b[j:]...)
+	return a
 }
 
 // scanRecords calls f for records [from, to) of header.bin, in place in

@@ -189,14 +189,25 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 // worker does: the key's document at its first record's position, with
 // its last record's bytes, and every other document once.
 func TestIndexAcrossWorkers(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
-	const n = 140_000 // two workers of 65,536 records or more
+	for _, c := range []struct{ procs, n int }{
+		{4, 140_000}, // two workers of 65,536 records or more, two regions
+		{3, 200_000}, // three workers, two regions
+	} {
+		t.Run(fmt.Sprintf("%d CPUs, %d records", c.procs, c.n), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(c.procs))
+			indexAcrossWorkers(t, c.n)
+		})
+	}
+}
+
+func indexAcrossWorkers(t *testing.T, n int) {
 	keys, docs := make([]string, n), make([][]byte, n)
 	for i := range n {
 		keys[i] = fmt.Sprintf("k%07d", i)
 		docs[i] = testDoc(keys[i], keys[i])
 	}
-	for j, i := range []int{5, 70_001, 139_000} {
+	last := n - 1_000
+	for j, i := range []int{5, 70_001, last} {
 		keys[i] = "the-dup"
 		docs[i] = testDoc("the-dup", fmt.Sprintf("version %d", j))
 	}
@@ -215,7 +226,7 @@ func TestIndexAcrossWorkers(t *testing.T) {
 	if list[5].Name != "the-dup" || list[4].Name != "k0000004" || list[6].Name != "k0000006" {
 		t.Fatalf("order around the duplicated key: %s %s %s", list[4].Name, list[5].Name, list[6].Name)
 	}
-	if got := readAll(t, s, "the-dup"); string(got) != string(docs[139_000]) {
+	if got := readAll(t, s, "the-dup"); string(got) != string(docs[last]) {
 		t.Errorf("the-dup serves %q, want its last record's bytes", got)
 	}
 	for _, i := range []int{0, 65_535, 65_536, 69_999, 70_000, n - 1} {
@@ -223,10 +234,21 @@ func TestIndexAcrossWorkers(t *testing.T) {
 			t.Errorf("%s serves %q, want %q", keys[i], got, docs[i])
 		}
 	}
+	// Every key is found in the key map, at its record.
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for i, key := range keys {
+		if key == "the-dup" {
+			continue
+		}
+		if got := s.find(key); got != int32(i) {
+			t.Fatalf("%s found at record %d, want %d", key, got, i)
+		}
+	}
 }
 
-// mergeByHash is a stable sort of its runs' concatenation.
-func TestMergeByHashIsStable(t *testing.T) {
+// sortByHash is a stable sort of its runs' concatenation.
+func TestSortByHashTakesRunsInOrder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var runs [][]hashedRecord
 	var all []hashedRecord
@@ -234,17 +256,21 @@ func TestMergeByHashIsStable(t *testing.T) {
 	for range 5 {
 		run := make([]hashedRecord, rng.IntN(200))
 		for k := range run {
-			run[k] = hashedRecord{h: uint64(rng.IntN(50)) << 40, i: i}
+			// Equal hashes across runs, and hashes equal in their top
+			// half only (the insertion sort's part).
+			run[k] = hashedRecord{h: uint64(rng.IntN(50))<<40 | uint64(rng.IntN(3)), i: i}
 			i++
 		}
 		all = append(all, run...)
-		sortByHash(run)
 		runs = append(runs, run)
 	}
 	want := slices.Clone(all)
 	slices.SortStableFunc(want, func(a, b hashedRecord) int { return cmp.Compare(a.h, b.h) })
-	if got := mergeByHash(runs); !slices.Equal(got, want) {
-		t.Fatal("mergeByHash is not the stable sort of its runs")
+	if got := sortByHash(runs...); !slices.Equal(got, want) {
+		t.Fatal("sortByHash is not the stable sort of its runs")
+	}
+	if got := sortByHash(nil, nil); len(got) != 0 {
+		t.Fatalf("sortByHash of empty runs: %v", got)
 	}
 }
 

@@ -109,6 +109,54 @@ func (t *keyTable) grow() {
 	}
 }
 
+// Filling the table in parallel (loadIndex). Its cells are cut into
+// regions, a power of two of them: the homes of the hashes with the same
+// top bits. One goroutine fills each region, in ascending order of hash,
+// while nothing else touches the table. Filling an empty region in that
+// order needs no probing: a hash goes to its home, or to the cell after
+// the last one filled if that is further. One that would go past the
+// region's end is left to put, once every region is filled.
+
+// maxFillRegionBits bounds the regions: at most 16, the smallest table.
+const maxFillRegionBits = 4
+
+// fillRegionBits is how many top bits of a hash choose its region for a
+// fill by up to workers goroutines.
+func fillRegionBits(workers int) uint {
+	return uint(min(bits.Len(uint(max(workers, 1)))-1, maxFillRegionBits))
+}
+
+// regionOf is the region of h among 1<<regionBits.
+func regionOf(h uint64, regionBits uint) int {
+	return int(h >> (64 - regionBits)) // a shift by 64 is 0: one region
+}
+
+// regionFill is one region being filled.
+type regionFill struct {
+	t         *keyTable
+	next, end int // the first cell free for the next hash; past the region
+	n         int // hashes put
+}
+
+// region is region r of 1<<regionBits, empty, to be filled.
+func (t *keyTable) region(r int, regionBits uint) *regionFill {
+	per := len(t.hs) >> regionBits
+	return &regionFill{t: t, next: r * per, end: (r + 1) * per}
+}
+
+// add puts h, greater than every hash added before, with slot i; false
+// when its cell would be past the region (put places it later).
+func (f *regionFill) add(h uint64, i int32) bool {
+	c := max(int(h>>f.t.shift), f.next)
+	if c >= f.end {
+		return false
+	}
+	f.t.hs[c], f.t.slots[c] = h, i
+	f.next = c + 1
+	f.n++
+	return true
+}
+
 // del removes h, moving back the cells after it that would no longer be
 // found past the hole (linear probing's deletion).
 func (t *keyTable) del(h uint64) {
