@@ -266,10 +266,10 @@ func TestSortByHashTakesRunsInOrder(t *testing.T) {
 	}
 	want := slices.Clone(all)
 	slices.SortStableFunc(want, func(a, b hashedRecord) int { return cmp.Compare(a.h, b.h) })
-	if got := sortByHash(runs...); !slices.Equal(got, want) {
+	if got := sortByHash(0, runs...); !slices.Equal(got, want) {
 		t.Fatal("sortByHash is not the stable sort of its runs")
 	}
-	if got := sortByHash(nil, nil); len(got) != 0 {
+	if got := sortByHash(0, nil, nil); len(got) != 0 {
 		t.Fatalf("sortByHash of empty runs: %v", got)
 	}
 }

@@ -55,7 +55,7 @@ func TestSortByHashIsStable(t *testing.T) {
 	for i := range a {
 		a[i] = hashedRecord{h: uint64(rng.Intn(5000)) * 0x9e3779b97f4a7c15, i: int32(i)}
 	}
-	a = sortByHash(a)
+	a = sortByHash(0, a)
 	for j := 1; j < len(a); j++ {
 		if a[j-1].h > a[j].h || (a[j-1].h == a[j].h && a[j-1].i > a[j].i) {
 			t.Fatalf("out of order at %d: %+v %+v", j, a[j-1], a[j])
