@@ -30,6 +30,12 @@ import (
 //     colliding) is found as neighbours there, and is left for the end,
 //     as is a record whose probe would run past the region's last cell.
 //  3. What was left is taken one by one.
+//
+// Tried and measured slower on ten million records (first mount to
+// first byte, same runs): inserting each record straight into its
+// region's cells in record order, 1.27-1.66 s against 1.19-1.40 s (a
+// probe reads a cell before it writes one, where a scatter only writes);
+// three LSD passes of 8 bits, no faster and 136 MiB more memory.
 func (s *Store) loadIndex() error {
 	n := int(s.sigs[0].Size / int64(s.rs))
 	s.initIndex(n)
@@ -280,8 +286,9 @@ func (s *Store) fillRegions(parts []indexPart, regionBits uint) leftOver {
 // All hashes share their top `same` bits (a region's).
 //
 // One pass of a counting sort on the next bits, as many as make buckets
-// of about 16 records (at most 18 bits: 256K counters, a megabyte), then
-// an insertion sort of each bucket, which is in cache. It writes the
+// of 8 to 16 records on average (at most 18 bits, 256K counters in a
+// megabyte: 19 records for a region of five million), then an insertion
+// sort of each bucket, which is in cache. It writes the
 // records once, into the one array it allocates: at ten million records
 // that array is 160 MB of fresh memory, whose page faults cost what the
 // sorting does.
