@@ -294,14 +294,25 @@ func indexAcrossWorkers(t *testing.T, n int) {
 	}
 }
 
-// sortByHash is a stable sort of its runs' concatenation.
-func TestSortByHashTakesRunsInOrder(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
+// A bucketSorter's sort is a stable sort of its runs' concatenation,
+// bucket after bucket with the memory it keeps.
+func TestBucketSortTakesRunsInOrder(t *testing.T) {
+	var bs bucketSorter
+	for round := range 3 {
+		bucketSortTakesRunsInOrder(t, &bs, uint64(round))
+	}
+	if got := bs.sort(0, [][]hashedRecord{nil, nil}); len(got) != 0 {
+		t.Fatalf("sort of empty runs: %v", got)
+	}
+}
+
+func bucketSortTakesRunsInOrder(t *testing.T, bs *bucketSorter, seed uint64) {
+	rng := rand.New(rand.NewPCG(1, seed))
 	var runs [][]hashedRecord
 	var all []hashedRecord
 	i := int32(0)
 	for range 5 {
-		run := make([]hashedRecord, rng.IntN(200))
+		run := make([]hashedRecord, rng.IntN(200*int(seed+1)))
 		for k := range run {
 			// Equal hashes across runs, and hashes equal in their top
 			// half only (the insertion sort's part).
@@ -313,11 +324,8 @@ func TestSortByHashTakesRunsInOrder(t *testing.T) {
 	}
 	want := slices.Clone(all)
 	slices.SortStableFunc(want, func(a, b hashedRecord) int { return cmp.Compare(a.h, b.h) })
-	if got := sortByHash(0, runs...); !slices.Equal(got, want) {
-		t.Fatal("sortByHash is not the stable sort of its runs")
-	}
-	if got := sortByHash(0, nil, nil); len(got) != 0 {
-		t.Fatalf("sortByHash of empty runs: %v", got)
+	if got := bs.sort(0, runs); !slices.Equal(got, want) {
+		t.Fatalf("round %d: not the stable sort of its runs", seed)
 	}
 }
 

@@ -126,9 +126,10 @@ func fillRegionBits(workers int) uint {
 	return uint(min(bits.Len(uint(max(workers, 1)))-1, maxFillRegionBits))
 }
 
-// regionOf is the region of h among 1<<regionBits.
-func regionOf(h uint64, regionBits uint) int {
-	return int(h >> (64 - regionBits)) // a shift by 64 is 0: one region
+// topBits is the number in the top n bits of h: its region (or bucket)
+// among 1<<n.
+func topBits(h uint64, n uint) int {
+	return int(h >> (64 - n)) // a shift by 64 is 0: one of one
 }
 
 // regionFill is one region being filled.

@@ -49,13 +49,14 @@ func TestKeyTableAgreesWithAMap(t *testing.T) {
 	}
 }
 
-func TestSortByHashIsStable(t *testing.T) {
+func TestBucketSortIsStable(t *testing.T) {
 	rng := rand.New(rand.NewSource(2))
 	a := make([]hashedRecord, 100000)
 	for i := range a {
 		a[i] = hashedRecord{h: uint64(rng.Intn(5000)) * 0x9e3779b97f4a7c15, i: int32(i)}
 	}
-	a = sortByHash(0, a)
+	var bs bucketSorter
+	a = bs.sort(0, [][]hashedRecord{a})
 	for j := 1; j < len(a); j++ {
 		if a[j-1].h > a[j].h || (a[j-1].h == a[j].h && a[j-1].i > a[j].i) {
 			t.Fatalf("out of order at %d: %+v %+v", j, a[j-1], a[j])
@@ -88,7 +89,7 @@ func TestRegionFillAgreesWithPut(t *testing.T) {
 				continue
 			}
 			want[h] = int32(len(want))
-			r := regionOf(h, regionBits)
+			r := topBits(h, regionBits)
 			byRegion[r] = append(byRegion[r], h)
 		}
 		var left []uint64
