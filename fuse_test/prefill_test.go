@@ -24,6 +24,22 @@ for p in sys.argv[1:]:
         print(f.read().hex())
 `
 
+// pyReadsMatch reads paths with Python's builtin open() (pyBuiltinRead)
+// and fails unless each reads want of its name (what a plain mount
+// reads).
+func pyReadsMatch(t *testing.T, what string, paths []string, want map[string][]byte) {
+	t.Helper()
+	out := strings.Fields(pyRun(t, pyBuiltinRead, paths...))
+	if len(out) != len(paths) {
+		t.Fatalf("%s: read %d of %d documents", what, len(out), len(paths))
+	}
+	for i, p := range paths {
+		if out[i] != hex.EncodeToString(want[filepath.Base(p)]) {
+			t.Fatalf("%s: %s differs from a plain mount's", what, p)
+		}
+	}
+}
+
 // TestStoreConnectionPrefill: on a store connection a document's bytes
 // are put into the page cache at the IOCTL that Python's open() sends,
 // so its first read needs no READ; and a document the original changes
@@ -43,17 +59,12 @@ func TestStoreConnectionPrefill(t *testing.T) {
 			paths = append(paths, m.Path("docs/"+name))
 		}
 	}
+	if len(paths) != 300 {
+		t.Fatalf("%d documents listed, want 300", len(paths))
+	}
 	before := m.stats().Reads
-	out := strings.Fields(pyRun(t, pyBuiltinRead, paths...))
+	pyReadsMatch(t, "through the store connection", paths, want)
 	after := m.stats().Reads
-	if len(out) != len(paths) || len(paths) != 300 {
-		t.Fatalf("read %d of %d documents", len(out), len(paths))
-	}
-	for i, p := range paths {
-		if out[i] != hex.EncodeToString(want[filepath.Base(p)]) {
-			t.Fatalf("%s through the store connection differs from a plain mount's", p)
-		}
-	}
 	if got := after.DocumentsPrefilled - before.DocumentsPrefilled; got != 300 {
 		t.Errorf("%d documents put into the page cache at their IOCTL, want 300", got)
 	}
@@ -130,20 +141,8 @@ func TestDocumentPrefilledAtOpen(t *testing.T) {
 	if len(paths) != 300 {
 		t.Fatalf("%d documents listed, want 300", len(paths))
 	}
-	check := func(pass string) {
-		t.Helper()
-		out := strings.Fields(pyRun(t, pyBuiltinRead, paths...))
-		if len(out) != len(paths) {
-			t.Fatalf("%s: read %d of %d documents", pass, len(out), len(paths))
-		}
-		for i, p := range paths {
-			if out[i] != hex.EncodeToString(want[filepath.Base(p)]) {
-				t.Fatalf("%s: %s differs from a plain mount's", pass, p)
-			}
-		}
-	}
 	before := m.stats().Reads
-	check("first pass")
+	pyReadsMatch(t, "first pass", paths, want)
 	after := m.stats().Reads
 	if got := after.DocumentsPrefilled - before.DocumentsPrefilled; got != 300 {
 		t.Errorf("%d documents put into the page cache at their first OPEN, want 300", got)
@@ -152,7 +151,7 @@ func TestDocumentPrefilledAtOpen(t *testing.T) {
 		t.Errorf("%d READs of documents on their first pass, want none", got)
 	}
 	sent := requests(t, m, "GETATTR", "READ")
-	check("second pass")
+	pyReadsMatch(t, "second pass", paths, want)
 	if got := requests(t, m, "GETATTR", "READ") - sent; got != 0 {
 		t.Errorf("the second pass sent %d GETATTR and READ requests, want none", got)
 	}

@@ -262,95 +262,115 @@ func (s *Store) loadSavedIndex(sig indexSig) bool {
 	return err == nil && ok
 }
 
-// decodeSavedIndex sets s's index from the saved index data if it is
-// valid for sig; it changes nothing otherwise. Nothing it keeps refers to
-// data.
-//
-// The slots and the key map are most of it (at ten million records 200
-// and 190 MB): they are taken as whole sections and decoded by one
-// worker per CPU, a range each, while one of them checks the checksum;
-// nothing decoded is kept unless the checksum holds.
-func (s *Store) decodeSavedIndex(data []byte, sig indexSig) bool {
+// savedIndex is a saved index file taken apart: its small parts
+// decoded, its slots and key map still the file's bytes.
+type savedIndex struct {
+	body       []byte // what the checksum covers
+	sum        uint32
+	sig        indexSig
+	seed       uint64
+	n          int // records
+	live, nbad int
+	msgs       []string
+	slotBytes  []byte // n slots of savedSlotSize bytes
+	cells, tn  int    // the key map's cells, and the hashes it holds
+	hashBytes  []byte // cells hashes of 8 bytes
+	cellBytes  []byte // cells slots of 4 bytes
+	collide    map[string]int32
+	dups       map[int32][]int32
+	hashed     map[string]string
+}
+
+// parseSavedIndex takes a saved index apart, as writeIndex wrote it; ok
+// is false if it is not one, or is cut short or too long. Its checksum
+// is not checked.
+func parseSavedIndex(data []byte) (x savedIndex, ok bool) {
 	if len(data) < len(indexMagic)+4 || !bytes.HasPrefix(data, []byte(indexMagic)) {
-		return false
+		return x, false
 	}
-	body, sum := data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
-	r := &indexReader{b: body[len(indexMagic):]}
-	var got indexSig
-	got.dev, got.ino = r.u64(), r.u64()
-	got.size, got.mtime, got.ctime = int64(r.u64()), int64(r.u64()), int64(r.u64())
-	got.bodySize, got.k = int64(r.u64()), int64(r.u64())
-	if r.err != nil || got != sig {
-		return false
+	x.body, x.sum = data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
+	r := &indexReader{b: x.body[len(indexMagic):]}
+	x.sig.dev, x.sig.ino = r.u64(), r.u64()
+	x.sig.size, x.sig.mtime, x.sig.ctime = int64(r.u64()), int64(r.u64()), int64(r.u64())
+	x.sig.bodySize, x.sig.k = int64(r.u64()), int64(r.u64())
+	x.seed = r.u64()
+	x.n = r.count(20)
+	x.live, x.nbad = int(r.u64()), int(r.u64())
+	x.msgs = make([]string, r.count(8))
+	for i := range x.msgs {
+		x.msgs[i] = r.str()
 	}
-	seed := r.u64()
-	n := r.count(20)
-	if n != int(s.sigs[0].Size/int64(s.rs)) {
-		return false
+	x.slotBytes = r.take(x.n * savedSlotSize)
+	x.cells = r.count(12)
+	if r.err != nil || x.cells == 0 || x.cells&(x.cells-1) != 0 {
+		return x, false
 	}
-	live, nbad := int(r.u64()), int(r.u64())
-	msgs := make([]string, r.count(8))
-	for i := range msgs {
-		msgs[i] = r.str()
-	}
-	slotBytes := r.take(n * savedSlotSize)
-	cells := r.count(12)
-	if r.err != nil || cells == 0 || cells&(cells-1) != 0 {
-		return false
-	}
-	t := &keyTable{}
-	t.init(cells)
-	t.n = int(r.u64())
-	hashBytes, cellBytes := r.take(cells*8), r.take(cells*4)
-	collide := map[string]int32{}
+	x.tn = int(r.u64())
+	x.hashBytes, x.cellBytes = r.take(x.cells*8), r.take(x.cells*4)
+	x.collide = map[string]int32{}
 	for range r.count(16) {
 		k := r.str()
-		collide[k] = int32(r.u64())
+		x.collide[k] = int32(r.u64())
 	}
-	dups := map[int32][]int32{}
+	x.dups = map[int32][]int32{}
 	for range r.count(16) {
 		j := int32(r.u64())
 		ds := make([]int32, r.count(8))
 		for i := range ds {
 			ds[i] = int32(r.u64())
 		}
-		dups[j] = ds
+		x.dups[j] = ds
 	}
-	hashed := map[string]string{}
+	x.hashed = map[string]string{}
 	for range r.count(16) {
 		name := r.str()
-		hashed[name] = r.str()
+		x.hashed[name] = r.str()
 	}
-	if r.err != nil || len(r.b) != 0 {
+	return x, r.err == nil && len(r.b) == 0
+}
+
+// decodeSavedIndex sets s's index from the saved index data if it is
+// valid for sig; it changes nothing otherwise. Nothing it keeps refers to
+// data.
+//
+// The slots and the key map are most of it (at ten million records 200
+// and 190 MB): they are decoded by one worker per CPU, a range each,
+// while one of them checks the checksum; nothing decoded is kept unless
+// the checksum holds.
+func (s *Store) decodeSavedIndex(data []byte, sig indexSig) bool {
+	x, ok := parseSavedIndex(data)
+	if !ok || x.sig != sig || x.n != int(s.sigs[0].Size/int64(s.rs)) {
 		return false
 	}
-	slots := make([]slot, n)
-	var sumOK, cellsOK atomic.Bool
-	sumOK.Store(true)
-	cellsOK.Store(true)
-	jobs := []func(){func() { sumOK.Store(crc32.Checksum(body, castagnoli) == sum) }}
+	slots := make([]slot, x.n)
+	t := &keyTable{}
+	t.init(x.cells)
+	t.n = x.tn
+	var sumOK bool
+	var badCell atomic.Bool
+	jobs := []func(){func() { sumOK = crc32.Checksum(x.body, castagnoli) == x.sum }}
 	per := indexChunk // slots or cells a job
-	for lo := 0; lo < n; lo += per {
-		hi := min(n, lo+per)
-		jobs = append(jobs, func() { decodeSlots(slots[lo:hi], slotBytes[lo*savedSlotSize:hi*savedSlotSize]) })
+	for lo := 0; lo < x.n; lo += per {
+		hi := min(x.n, lo+per)
+		jobs = append(jobs, func() { decodeSlots(slots[lo:hi], x.slotBytes[lo*savedSlotSize:hi*savedSlotSize]) })
 	}
-	for lo := 0; lo < cells; lo += per {
-		hi := min(cells, lo+per)
+	for lo := 0; lo < x.cells; lo += per {
+		hi := min(x.cells, lo+per)
 		jobs = append(jobs, func() {
 			// Every slot the table names must be a record of this
 			// header.
-			if !decodeCells(t, lo, hi, hashBytes, cellBytes, n) {
-				cellsOK.Store(false)
+			if !decodeCells(t, lo, hi, x.hashBytes, x.cellBytes, x.n) {
+				badCell.Store(true)
 			}
 		})
 	}
 	runJobs(jobs)
-	if !sumOK.Load() || !cellsOK.Load() {
+	if !sumOK || badCell.Load() {
 		return false
 	}
-	s.initIndex(n)
-	s.seed, s.slots, s.byHash, s.collide, s.dups, s.hashed, s.live = seed, slots, t, collide, dups, hashed, live
-	s.indexBad, s.indexBadMsgs = nbad, msgs
+	s.initIndex(x.n)
+	s.seed, s.slots, s.byHash, s.collide, s.dups, s.hashed, s.live = x.seed, slots, t, x.collide, x.dups, x.hashed, x.live
+	s.indexBad, s.indexBadMsgs = x.nbad, x.msgs
 	s.indexLoaded = true
 	return true
 }

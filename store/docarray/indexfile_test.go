@@ -141,10 +141,13 @@ func TestSavedIndexServesTheSameStore(t *testing.T) {
 	// Nor one whose checksum holds but whose key map names a record
 	// past the header's end (made by hand, not by a crash).
 	b = good
-	hashes, cells := savedCellSections(t, b)
-	for c := 0; c < len(hashes)/8; c++ {
-		if binary.LittleEndian.Uint64(hashes[8*c:]) != 0 {
-			binary.LittleEndian.PutUint32(cells[4*c:], 1<<30)
+	x, ok := parseSavedIndex(b)
+	if !ok {
+		t.Fatal("the saved index does not parse")
+	}
+	for c := range x.cells {
+		if binary.LittleEndian.Uint64(x.hashBytes[8*c:]) != 0 {
+			binary.LittleEndian.PutUint32(x.cellBytes[4*c:], 1<<30)
 			break
 		}
 	}
@@ -158,30 +161,6 @@ func TestSavedIndexServesTheSameStore(t *testing.T) {
 	if _, err := s.Lookup("doc-00004"); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// savedCellSections finds the key map's hashes and slots in a saved
-// index, as decodeSavedIndex reads it.
-func savedCellSections(t *testing.T, b []byte) (hashes, cells []byte) {
-	t.Helper()
-	r := &indexReader{b: b[len(indexMagic) : len(b)-4]}
-	for range 8 { // the signature and the seed
-		r.u64()
-	}
-	n := r.count(20)
-	r.u64() // live
-	r.u64() // bad
-	for range r.count(8) {
-		r.str()
-	}
-	r.take(n * savedSlotSize)
-	nc := r.count(12)
-	r.u64()
-	hashes, cells = r.take(8*nc), r.take(4*nc)
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	return hashes, cells
 }
 
 // changingWriter changes the store at its second write: the store is
